@@ -1,0 +1,36 @@
+"""``hf-lines scale BASE FINETUNED -o OUT``: the single-task LiNeS edit."""
+from __future__ import annotations
+
+import argparse
+
+from ..merger import LinesMerger
+from .common import add_lines_args, add_output_args, format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scale", help="apply LiNeS to one fine-tuned model: theta_0 + lambda(layer) * tau")
+    p.add_argument("base", help="pre-trained model: local folder or Hub repo id[@revision]")
+    p.add_argument("finetuned", help="fine-tuned model: local folder or Hub repo id[@revision]")
+    add_lines_args(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    merger = LinesMerger.from_pretrained(
+        args.base, [args.finetuned], alpha=args.alpha, beta=args.beta, policy=args.policy,
+        stacks=args.stacks, token=args.token,
+    )
+    out = merger.save_pretrained(
+        args.output, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
+        progress=not args.quiet, workers=args.workers,
+    )
+    print_summary(merger, out)
+    return 0
+
+
+def print_summary(merger: LinesMerger, out) -> None:
+    rows = [[tower, i, lam] for tower, i, _, lam in merger.block_scales()]
+    print(format_table(["tower", "block", "lambda"], rows))
+    print(f"non-block tensors: {merger.lines.policy} policy (alpha = {merger.lines.alpha:g})")
+    print(f"wrote {out}")

@@ -1,0 +1,111 @@
+"""The streaming executor: read inputs, combine, write, one tensor at a time.
+
+Reading and computing for the next few tensors overlap with writing the current one
+(torch kernels and file writes release the GIL); memory is bounded by ``prefetch``
+tensors per input, never by the model.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import IncompatibleModelsError, NonFiniteError
+from .methods.arithmetic import is_finite
+from .sources.checkpoint import Checkpoint
+
+
+def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
+    """Refuse inputs that cannot be combined, before anything is written."""
+    base_type = base.config.get("model_type")
+    base_names = set(base.names())
+    for m in models:
+        other_type = m.config.get("model_type")
+        if base_type and other_type and base_type != other_type:
+            raise IncompatibleModelsError(
+                f"{m.label} is a {other_type!r} model but the base {base.label} is {base_type!r}; "
+                "all models must be fine-tunes of the same architecture"
+            )
+        names = set(m.names())
+        missing, extra = sorted(base_names - names), sorted(names - base_names)
+        if missing or extra:
+            raise IncompatibleModelsError(
+                f"{m.label} and the base {base.label} hold different tensors "
+                f"(missing from it: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+                f"not in the base: {extra[:5]}{'...' if len(extra) > 5 else ''}); "
+                "were they fine-tuned from this base with the same architecture?"
+            )
+        for n in base.names():
+            a, b = base.info(n).shape, m.info(n).shape
+            if a != b:
+                raise IncompatibleModelsError(
+                    f"tensor {n!r} has shape {list(b)} in {m.label} but {list(a)} in the base {base.label}; "
+                    "the models must share one architecture and vocabulary size"
+                )
+
+
+def read_inputs(name: str, base: Checkpoint, models: Sequence[Checkpoint]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Base and fine-tuned tensors for ``name``, refusing NaN or infinity."""
+    tensors = [base.get(name)] + [m.get(name) for m in models]
+    for ckpt, t in zip([base, *models], tensors):
+        if not is_finite(t):
+            raise NonFiniteError(
+                f"tensor {name!r} of {ckpt.label} holds NaN or infinite values; "
+                "its task vector is undefined: check or re-export that checkpoint"
+            )
+    return tensors[0], tensors[1:]
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def stream(
+    order: Sequence[str],
+    compute: Callable[[str], torch.Tensor],
+    write: Callable[[str, torch.Tensor], None],
+    *,
+    sizes: dict[str, int] | None = None,
+    desc: str = "LiNeS",
+    workers: int | None = None,
+    prefetch: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Compute every tensor of ``order`` (in a small thread pool) and write them in order."""
+    workers = workers or default_workers()
+    prefetch = prefetch or workers + 1
+    total = sum(sizes.values()) if sizes else len(order)
+    bar = tqdm(total=total, desc=desc, unit="B" if sizes else "tensor", unit_scale=True, disable=not progress)
+    pending: deque = deque()
+    names = iter(order)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines") as pool:
+        try:
+            for name in itertools.islice(names, prefetch):
+                pending.append((name, pool.submit(compute, name)))
+            while pending:
+                name, fut = pending.popleft()
+                tensor = fut.result()
+                nxt = next(names, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(compute, nxt)))
+                write(name, tensor)
+                del tensor
+                bar.update(sizes[name] if sizes else 1)
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            bar.close()
+
+
+def statistics_pass(
+    order: Iterable[str], observe: Callable[[str], None], *, desc: str = "statistics", progress: bool = True
+) -> None:
+    """One read pass over the inputs for methods that need whole-model numbers."""
+    order = list(order)
+    for name in tqdm(order, desc=desc, unit="tensor", disable=not progress):
+        observe(name)

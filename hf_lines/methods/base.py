@@ -1,0 +1,69 @@
+"""The merge-method interface and its registry.
+
+A method turns the base tensor and N fine-tuned tensors into the edited tensor
+theta_0 + lambda * tau_MTL. Methods that need numbers over the whole model (a global
+TIES threshold, auto alpha) declare it and get a statistics pass first.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+METHODS: dict[str, type["MergeMethod"]] = {}
+
+
+def register_method(cls: type["MergeMethod"]) -> type["MergeMethod"]:
+    for name in (cls.name, *cls.aliases):
+        METHODS[name] = cls
+    return cls
+
+
+def get_method(name: str, **options: Any) -> "MergeMethod":
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown merge method {name!r}; choose one of {sorted(METHODS)}") from None
+    return cls(**options)
+
+
+class MergeMethod:
+    """Combine task vectors; subclasses set ``name`` and implement ``task_vector``."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    needs_statistics: ClassVar[bool] = False
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            raise ValueError(
+                f"merge method {self.name!r} has no option(s) {unknown}; its options are {list(self.option_names) or 'none'}"
+            )
+        self.options = options
+
+    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> None:
+        """Statistics pass: called once per tensor before any output is written."""
+
+    def finish_statistics(self) -> None:
+        """Called after the statistics pass."""
+
+    def task_vector(
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+    ) -> torch.Tensor:
+        """tau_MTL for one tensor, float32."""
+        raise NotImplementedError
+
+    def merge(
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], scale: float
+    ) -> torch.Tensor:
+        """theta_0 + scale * tau_MTL in base's dtype."""
+        from .arithmetic import add_scaled
+
+        if not base.is_floating_point():
+            return base.clone()
+        return add_scaled(base, self.task_vector(name, base, models, weights), scale)
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, **self.options}

@@ -1,0 +1,192 @@
+"""A checkpoint folder read lazily, one tensor at a time.
+
+Each read opens the shard, takes the tensor (memory-mapped, no copy) and closes the
+shard again, so the resident memory of a run is bounded by the tensors alive, not by
+the shards touched.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from ..errors import CheckpointError
+
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+
+_SAFE_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * self.dtype.itemsize
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that puts ``layers.2`` before ``layers.10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class Checkpoint:
+    """Weights of one local model folder: names, shapes and dtypes from headers; tensors on demand."""
+
+    def __init__(self, path: str | Path, label: str | None = None):
+        self.path = Path(path)
+        self.label = label or str(path)
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path} is not a folder; pass a model folder or a Hub repo id")
+        self._files, self._infos = self._scan()
+
+    # ------------------------------------------------------------ discovery
+    def _weight_files(self) -> tuple[dict[str, Path], str]:
+        """name -> file from the index if there is one, else from every weight file; and the format."""
+        for index_name, fmt in ((SAFE_INDEX, "safetensors"), (BIN_INDEX, "bin")):
+            index = self.path / index_name
+            if index.exists():
+                try:
+                    weight_map = json.loads(index.read_text())["weight_map"]
+                except (ValueError, KeyError) as e:
+                    raise CheckpointError(f"{index}: not a valid index file ({e}); re-download the checkpoint") from e
+                files = {n: self.path / f for n, f in weight_map.items()}
+                missing = sorted({str(f) for f in files.values() if not f.exists()})
+                if missing:
+                    raise CheckpointError(
+                        f"{index} lists shard(s) that are missing: {', '.join(missing[:5])}; "
+                        "re-download the checkpoint (huggingface-cli download) or fix the index"
+                    )
+                return files, fmt
+        safes = sorted(self.path.glob("*.safetensors"))
+        safes = [f for f in safes if not f.name.startswith("adapter_model")]
+        if safes:
+            return {f"\0{f.name}": f for f in safes}, "safetensors"
+        bins = sorted(p for p in self.path.glob("*.bin") if p.name.startswith("pytorch_model"))
+        if bins:
+            return {f"\0{f.name}": f for f in bins}, "bin"
+        raise CheckpointError(
+            f"{self.path} holds no model weights (no *.safetensors, no pytorch_model*.bin); "
+            "point to the folder that save_pretrained wrote"
+        )
+
+    def _scan(self) -> tuple[dict[str, Path], dict[str, TensorInfo]]:
+        listed, self.format = self._weight_files()
+        files: dict[str, Path] = {}
+        infos: dict[str, TensorInfo] = {}
+        for path in sorted(set(listed.values())):
+            for name, info in self._read_header(path).items():
+                if name in files:
+                    raise CheckpointError(f"tensor {name!r} is stored twice, in {files[name]} and {path}")
+                files[name] = path
+                infos[name] = info
+        absent = [n for n, f in listed.items() if not n.startswith("\0") and n not in files]
+        if absent:
+            raise CheckpointError(
+                f"{self.path}: the index lists tensors that no shard holds, e.g. {absent[:3]}; "
+                "a shard is truncated or from another checkpoint: re-download it"
+            )
+        return files, infos
+
+    def _read_header(self, path: Path) -> dict[str, TensorInfo]:
+        if self.format == "safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    out = {}
+                    for k in f.keys():
+                        s = f.get_slice(k)
+                        out[k] = TensorInfo(tuple(s.get_shape()), _SAFE_DTYPES[s.get_dtype()])
+                    return out
+            except Exception as e:  # safetensors raises its own error types per failure
+                raise CheckpointError(
+                    f"{path}: cannot read the safetensors header ({e}); the file is truncated or corrupt: re-download it"
+                ) from e
+        state = self._load_bin(path)
+        return {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in state.items()}
+
+    def _load_bin(self, path: Path) -> dict[str, torch.Tensor]:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"{path}: cannot load with torch.load(weights_only=True) ({e}); "
+                "convert it to safetensors or re-download it"
+            ) from e
+
+    # -------------------------------------------------------------- access
+    def names(self) -> list[str]:
+        return sorted(self._infos, key=natural_key)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos
+
+    def info(self, name: str) -> TensorInfo:
+        return self._infos[name]
+
+    def file_of(self, name: str) -> Path:
+        return self._files[name]
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor, memory-mapped; treat it as read-only."""
+        path = self._files.get(name)
+        if path is None:
+            raise CheckpointError(f"tensor {name!r} is not in {self.label}")
+        try:
+            if self.format == "safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    return f.get_tensor(name)
+            return self._bin_cache(path)[name]
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot read tensor {name!r} ({e}); the shard may be truncated") from e
+
+    def _bin_cache(self, path: Path) -> dict[str, torch.Tensor]:
+        # Keep one .bin shard loaded (memory-mapped) at a time.
+        if getattr(self, "_bin_path", None) != path:
+            self._bin_state = self._load_bin(path)
+            self._bin_path = path
+        return self._bin_state
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        cfg = self.path / "config.json"
+        if not cfg.exists():
+            return {}
+        try:
+            return json.loads(cfg.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{cfg}: not valid JSON ({e})") from e
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(i.nbytes for i in self._infos.values())
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.label!r}, {len(self._infos)} tensors)"

@@ -1,0 +1,108 @@
+"""Sharded safetensors written tensor by tensor.
+
+``safetensors.save_file`` needs a whole shard in memory; here the header is computed
+from the known shapes first and each tensor's bytes follow as soon as it is ready, so
+memory is bounded by one tensor. The shard plan and the index file come from
+huggingface_hub's splitter, so the layout is exactly what ``from_pretrained`` expects.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from huggingface_hub.serialization import split_state_dict_into_shards_factory
+
+from .sources.checkpoint import _SAFE_DTYPES, TensorInfo
+
+_DTYPE_NAMES = {v: k for k, v in _SAFE_DTYPES.items()}
+SAFE_PATTERN = "model{suffix}.safetensors"
+
+
+class ShardedWriter:
+    """Writes tensors in ``order`` into shards of at most ``max_shard_size`` bytes."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        infos: dict[str, TensorInfo],
+        max_shard_size: int | str = "5GB",
+        metadata: dict[str, str] | None = None,
+    ):
+        self.folder = Path(folder)
+        split = split_state_dict_into_shards_factory(
+            infos,
+            get_storage_size=lambda info: info.nbytes,
+            get_storage_id=lambda info: None,
+            filename_pattern=SAFE_PATTERN,
+            max_shard_size=max_shard_size,
+        )
+        self._split = split
+        self._infos = infos
+        self._metadata = {"format": "pt", **(metadata or {})}
+        # Output order: shard by shard, tensors inside a shard in the order given.
+        position = {n: i for i, n in enumerate(infos)}
+        self.shards: list[tuple[str, list[str]]] = [
+            (fname, sorted(names, key=position.__getitem__)) for fname, names in split.filename_to_tensors.items()
+        ]
+        self.order: list[str] = [n for _, names in self.shards for n in names]
+        self._next = 0
+        self._file: BinaryIO | None = None
+        self._shard = -1
+        self._left_in_shard = 0
+
+    def _open_next_shard(self) -> None:
+        self._shard += 1
+        fname, names = self.shards[self._shard]
+        header: dict[str, object] = {"__metadata__": self._metadata}
+        offset = 0
+        for n in names:
+            info = self._infos[n]
+            header[n] = {"dtype": _DTYPE_NAMES[info.dtype], "shape": list(info.shape), "data_offsets": [offset, offset + info.nbytes]}
+            offset += info.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-(len(raw) + 8) % 8)  # data starts 8-byte aligned, as safetensors writes it
+        self._file = open(self.folder / fname, "wb")
+        self._file.write(len(raw).to_bytes(8, "little"))
+        self._file.write(raw)
+        self._left_in_shard = len(names)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next tensor of ``order``; shape and dtype must match the plan."""
+        expected = self.order[self._next]
+        if name != expected:
+            raise RuntimeError(f"writer expected tensor {expected!r} next, got {name!r}")
+        info = self._infos[name]
+        if tuple(tensor.shape) != info.shape or tensor.dtype != info.dtype:
+            raise RuntimeError(
+                f"tensor {name!r}: planned {info.shape} {info.dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
+            )
+        if self._left_in_shard == 0:
+            self._open_next_shard()
+        assert self._file is not None
+        if tensor.numel():
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            self._file.write(memoryview(data))
+        self._next += 1
+        self._left_in_shard -= 1
+        if self._left_in_shard == 0:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        """Finish: check every tensor came, write the index when sharded."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._next != len(self.order):
+            raise RuntimeError(f"writer closed after {self._next} of {len(self.order)} tensors")
+        if self._split.is_sharded:
+            index = {"metadata": {**self._split.metadata, "total_size": sum(i.nbytes for i in self._infos.values())},
+                     "weight_map": self._split.tensor_to_filename}
+            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

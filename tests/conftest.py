@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random models built offline."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_models
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def family_models(model_root):
+    """family -> (base folder, [fine-tuned folders]); built once per session, on first use."""
+    cache: dict[tuple, tuple[Path, list[Path]]] = {}
+
+    def get(family: str, n_models: int = 1, dtype: torch.dtype = torch.float32, max_shard_size=None):
+        key = (family, n_models, dtype, max_shard_size)
+        if key not in cache:
+            root = model_root / f"{family}-{n_models}-{str(dtype)[6:]}-{max_shard_size or 'one'}"
+            cache[key] = tiny_models.make_family(root, family, n_models, dtype, max_shard_size)
+        return cache[key]
+
+    return get
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``: proves inputs are never modified."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
