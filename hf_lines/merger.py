@@ -14,6 +14,7 @@ from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
 from .methods import MergeMethod, get_method
 from .output import copy_support_files, staged_folder
+from .report import BlockNorm, block_norms, tensor_norms
 from .sources import Checkpoint, ModelRef, resolve
 from .writer import ShardedWriter
 
@@ -66,6 +67,7 @@ class LinesMerger:
         self.lines = lines
         self.method = method
         self.layer_map = layer_map
+        self.tensor_norms: dict[str, tuple[float, float]] = {}
         check_compatible(base.checkpoint, [m.checkpoint for m in models])
 
     # ----------------------------------------------------------------- build
@@ -126,10 +128,19 @@ class LinesMerger:
             self.method.finish_statistics()
         return self.scales()
 
-    def tensor(self, name: str, scale: float) -> torch.Tensor:
-        """The edited tensor ``name`` (reads only that tensor of each input)."""
+    def tensor(self, name: str, scale: float, norms: dict[str, tuple[float, float]] | None = None) -> torch.Tensor:
+        """The edited tensor ``name`` (reads only that tensor of each input); records its task-vector norms in ``norms``."""
         base, models = read_inputs(name, self.base.checkpoint, [m.checkpoint for m in self.models])
-        return self.method.merge(name, base, models, self.weights, scale)
+        out = self.method.merge(name, base, models, self.weights, scale)
+        if norms is not None and out.is_floating_point():
+            norms[name] = tensor_norms(base, out, scale, lambda: self.method.task_vector(name, base, models, self.weights))
+        return out
+
+    def block_norms(self) -> list[BlockNorm]:
+        """Per-block ||tau|| before and after scaling, from the last ``save_pretrained``."""
+        if not self.tensor_norms:
+            raise RuntimeError("no norms yet: call save_pretrained() first")
+        return block_norms(self.layer_map, self.tensor_norms, self.scales())
 
     def state_dict(self, progress: bool = False) -> dict[str, torch.Tensor]:
         """The whole edited state dict in memory: for small models and tests."""
@@ -173,12 +184,13 @@ class LinesMerger:
         base = self.base.checkpoint
         scales = self._prepare(progress)
         infos = {n: base.info(n) for n in base.names()}
+        norms: dict[str, tuple[float, float]] = {}
         with staged_folder(save_directory, overwrite) as tmp:
             writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"})
             try:
                 stream(
                     writer.order,
-                    lambda n: self.tensor(n, scales[n]),
+                    lambda n: self.tensor(n, scales[n], norms),
                     writer.write,
                     sizes={n: i.nbytes for n, i in infos.items()},
                     desc=f"LiNeS {self.method.name}",
@@ -191,6 +203,7 @@ class LinesMerger:
                 raise
             copy_support_files(base.path, tmp)
             (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+        self.tensor_norms = norms
         return Path(save_directory).expanduser().resolve()
 
     def describe(self) -> dict[str, Any]:
