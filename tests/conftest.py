@@ -1,6 +1,13 @@
 """Shared fixtures: tiny random models built offline."""
 from __future__ import annotations
 
+# The Hub emulator must set HF_ENDPOINT, HF_TOKEN, HF_HOME... before anything imports huggingface_hub.
+from hub_emulator import configure_environment
+
+configure_environment()
+
+from conftest_hub import hub, hub_repo_id  # noqa: E402,F401  (fixtures)
+
 import hashlib
 from pathlib import Path
 
