@@ -9,13 +9,17 @@ from .families import (
     BEFORE_STACK_PATTERN,
     CONTAINER_NAMES,
     DEFAULT_STACK_RANK,
+    NON_BLOCK_PARENT_WORDS,
+    NON_BLOCK_SUBTREES,
     PARALLEL_TOWER_TYPES,
+    SIBLING_CONTAINERS,
     STACK_RANK_WORDS,
 )
 
 StackMode = Literal["chain", "separate"]
 
-_BLOCK_RE = re.compile(r"(?:^|\.)(" + "|".join(map(re.escape, CONTAINER_NAMES)) + r")\.(\d+)(?=\.|$)")
+_CONTAINERS = sorted({*CONTAINER_NAMES, *SIBLING_CONTAINERS}, key=len, reverse=True)
+_BLOCK_RE = re.compile(r"(?:^|\.)(" + "|".join(map(re.escape, _CONTAINERS)) + r")\.(\d+)(?=\.|$)")
 _BEFORE_RE = re.compile(BEFORE_STACK_PATTERN)
 
 
@@ -45,19 +49,71 @@ class Inferred:
     towers: tuple[Tower, ...]
 
 
-def find_block(name: str) -> tuple[str, int] | None:
-    """(stack prefix, block number) of the leftmost numbered container in ``name``."""
+def _match(name: str) -> tuple[str, int, str] | None:
+    """(stack prefix, block number, rest of the name) of the leftmost numbered container."""
     m = _BLOCK_RE.search(name)
     if m is None:
         return None
     start = m.start(1)
-    return name[:start] + m.group(1), int(m.group(2))
+    if _holds_no_blocks(name[:start]):
+        return None
+    container = SIBLING_CONTAINERS.get(m.group(1), m.group(1))
+    return name[:start] + container, int(m.group(2)), name[m.end(2) + 1 :]
+
+
+def _holds_no_blocks(head: str) -> bool:
+    """Whether a container's place says it holds no blocks: see NON_BLOCK_PARENT_WORDS and NON_BLOCK_SUBTREES."""
+    parts = [c for c in head.split(".") if c and not c.isdigit()]
+    if any(c in NON_BLOCK_SUBTREES for c in parts):
+        return True
+    if not parts:
+        return False
+    parent = parts[-1]
+    return parent in NON_BLOCK_PARENT_WORDS or parent.rsplit("_", 1)[-1] in NON_BLOCK_PARENT_WORDS
+
+
+def find_block(name: str) -> tuple[str, int] | None:
+    """(stack prefix, block number) of the leftmost numbered container in ``name``.
+
+    Containers owned by a module named as a head, an embedding or a codec part
+    (``NON_BLOCK_PARENT_WORDS``), or inside a codec or vocoder attached to the model
+    (``NON_BLOCK_SUBTREES``), hold no blocks, nor does anything below them.
+    Sibling lists (XLM's ``attentions.N`` and ``ffns.N``) share one prefix.
+    """
+    hit = _match(name)
+    return None if hit is None else hit[:2]
+
+
+def _natural_key(prefix: str) -> list:
+    """Sort key that orders ``bridge.2.blocks`` before ``bridge.10.blocks``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", prefix)]
+
+
+def _ranks(prefix: str) -> list[float]:
+    """Ranks of a prefix's components: a component named whole in STACK_RANK_WORDS takes its
+    rank (``cross_modal_text_layers``), any other the smallest rank of its ``_`` words."""
+    ranks = []
+    for component in prefix.split("."):
+        if component in STACK_RANK_WORDS:
+            ranks.append(STACK_RANK_WORDS[component])
+            continue
+        words = [STACK_RANK_WORDS[w] for w in component.split("_") if w in STACK_RANK_WORDS]
+        if words:
+            ranks.append(min(words))
+    return ranks
 
 
 def stack_rank(prefix: str) -> float:
-    words = set(re.split(r"[._]", prefix)) | set(prefix.split("."))
-    ranks = [STACK_RANK_WORDS[w] for w in words if w in STACK_RANK_WORDS]
+    """Place of a stack in the chain: the smallest rank among the components of its prefix."""
+    ranks = _ranks(prefix)
     return min(ranks) if ranks else DEFAULT_STACK_RANK
+
+
+def _chain_key(prefix: str) -> tuple:
+    """Chain order: by rank; among equal ranks, a stack nested in a later-ranked module
+    (Mask2Former's pixel decoder encoder, after the Swin encoder) comes later."""
+    ranks = _ranks(prefix) or [DEFAULT_STACK_RANK]
+    return min(ranks), max(ranks), _natural_key(prefix)
 
 
 def _common_depth(a: str, b: str) -> int:
@@ -72,13 +128,19 @@ def _common_depth(a: str, b: str) -> int:
 def infer(names: Iterable[str], model_type: str | None = None, stacks: StackMode = "chain") -> Inferred:
     """Number every tensor's block; stacks chain in computation order unless the family runs them in parallel."""
     names = list(names)
-    found: dict[str, tuple[str, int] | None] = {n: find_block(n) for n in names}
+    matched = {n: _match(n) for n in names}
+    # A list whose members hold their tensors directly (``layers.0.weight``) is a list of
+    # plain layers, an MLP head or a conv stem, not a stack of blocks.
+    deep = {hit[0] for hit in matched.values() if hit is not None and "." in hit[2]}
+    found: dict[str, tuple[str, int] | None] = {
+        n: (hit[:2] if hit is not None and hit[0] in deep else None) for n, hit in matched.items()
+    }
     sizes: dict[str, int] = {}
     for hit in found.values():
         if hit is not None:
             sizes[hit[0]] = max(sizes.get(hit[0], 0), hit[1] + 1)
 
-    ordered = sorted(sizes, key=lambda p: (stack_rank(p), p))
+    ordered = sorted(sizes, key=_chain_key)
     parallel = stacks == "separate" or (model_type in PARALLEL_TOWER_TYPES)
     stack_list: list[Stack] = []
     towers: list[Tower] = []
