@@ -8,6 +8,8 @@ except PackageNotFoundError:  # running from a source tree
 
 from .layers import LayerMap
 from .merger import LinesConfig, LinesMerger
+from .recipe import Recipe
 from .schedule import block_scale, block_scales, single_task
+from .adapters import scale_adapter  # noqa: E402  (LiNeS on PEFT LoRA adapters, adapter out)
 
-__all__ = ["LayerMap", "LinesMerger", "LinesConfig", "block_scale", "block_scales", "single_task", "__version__"]
+__all__ = ["LayerMap", "LinesMerger", "LinesConfig", "Recipe", "block_scale", "block_scales", "single_task", "scale_adapter", "__version__"]

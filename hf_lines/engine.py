@@ -103,9 +103,44 @@ def stream(
 
 
 def statistics_pass(
-    order: Iterable[str], observe: Callable[[str], None], *, desc: str = "statistics", progress: bool = True
+    order: Iterable[str],
+    observe: Callable[[str], None],
+    *,
+    desc: str = "statistics",
+    progress: bool = True,
+    workers: int | None = 1,
+    sizes: dict[str, int] | None = None,
 ) -> None:
-    """One read pass over the inputs for methods that need whole-model numbers."""
+    """One read pass over the inputs for methods that need whole-model numbers.
+
+    With ``workers`` > 1 (None: the default pool size) ``observe`` runs on a few tensors
+    at once, at most ``2 * workers`` in flight; it must be thread-safe.
+    """
     order = list(order)
-    for name in tqdm(order, desc=desc, unit="tensor", disable=not progress):
-        observe(name)
+    workers = workers or default_workers()
+    total = sum(sizes[n] for n in order) if sizes else len(order)
+    bar = tqdm(total=total, desc=desc, unit="B" if sizes else "tensor", unit_scale=True, disable=not progress)
+    try:
+        if workers == 1:
+            for name in order:
+                observe(name)
+                bar.update(sizes[name] if sizes else 1)
+            return
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines-stats") as pool:
+            try:
+                for name in order:
+                    if len(pending) >= 2 * workers:
+                        done, fut = pending.popleft()
+                        fut.result()
+                        bar.update(sizes[done] if sizes else 1)
+                    pending.append((name, pool.submit(observe, name)))
+                while pending:
+                    done, fut = pending.popleft()
+                    fut.result()
+                    bar.update(sizes[done] if sizes else 1)
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
+    finally:
+        bar.close()

@@ -28,3 +28,11 @@ class RecipeError(LinesError):
 
 class AdapterError(LinesError):
     """A PEFT adapter that cannot be used as asked."""
+
+
+class CardError(LinesError):
+    """Model card metadata that the Hub would refuse, or a card template that cannot be rendered."""
+
+
+class PushError(LinesError):
+    """Uploading an output folder to the Hub failed; the local folder is kept and the message says how to retry."""

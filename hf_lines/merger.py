@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,19 +16,30 @@ from .methods import MergeMethod, get_method
 from .output import copy_support_files, staged_folder
 from .report import BlockNorm, block_norms, tensor_norms
 from .sources import Checkpoint, ModelRef, resolve
+from .recipe import output_dtype, with_dtype, write_output_recipe
+from .statistics import AutoAlpha, run_statistics
 from .writer import ShardedWriter
 
 
 @dataclass
 class LinesConfig:
-    """LiNeS settings: lambda(i) = alpha + beta * i / (L - 1); non-block tensors follow ``policy``."""
+    """LiNeS settings: lambda(i) = alpha + beta * i / (L - 1); non-block tensors follow ``policy``.
 
-    alpha: float
-    beta: float
+    ``beta = 0`` is no LiNeS: one constant lambda = alpha (the defaults, alpha 1 and beta 0,
+    leave tau_MTL unscaled). ``alpha = "auto"`` is resolved by a statistics pass: see
+    ``hf_lines.statistics``.
+    """
+
+    alpha: float | str = 1.0
+    beta: float = 0.0
     policy: Policy = "paper"
     stacks: StackMode = "chain"
 
     def __post_init__(self) -> None:
+        if self.alpha != "auto" and (isinstance(self.alpha, (bool, str)) or not isinstance(self.alpha, (int, float))):
+            raise ValueError(f"alpha must be a number or 'auto', got {self.alpha!r}")
+        if isinstance(self.beta, (bool, str)) or not isinstance(self.beta, (int, float)):
+            raise ValueError(f"beta must be a number, got {self.beta!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown non-block policy {self.policy!r}; use one of {list(POLICIES)}")
         if self.stacks not in ("chain", "separate"):
@@ -56,18 +67,26 @@ class LinesMerger:
         self,
         base: Parent,
         models: Sequence[Parent],
-        lines: LinesConfig,
+        lines: LinesConfig | None,
         method: MergeMethod,
         layer_map: LayerMap,
+        dtype: torch.dtype | str | None = None,
     ):
         if not models:
             raise ValueError("give at least one fine-tuned model")
         self.base = base
         self.models = list(models)
-        self.lines = lines
+        self.lines = lines or LinesConfig()  # None: no LiNeS, lambda = 1
+        self.alpha_setting = "auto" if self.lines.alpha == "auto" else "explicit"
+        self.auto_alpha: AutoAlpha | None = None  # the numbers behind a resolved alpha = "auto"
+        self._statistics_done = False
+        self.dtype = output_dtype(dtype)
+        self.output_options: dict[str, Any] = {}  # from a recipe: max_shard_size
+        method.check_inputs(len(self.models))
         self.method = method
         self.layer_map = layer_map
         self.tensor_norms: dict[str, tuple[float, float]] = {}
+        self.saved_to: Path | None = None  # the last save_pretrained output, for push_to_hub
         check_compatible(base.checkpoint, [m.checkpoint for m in models])
 
     # ----------------------------------------------------------------- build
@@ -77,25 +96,50 @@ class LinesMerger:
         base: str | Path,
         models: Sequence[str | Path],
         *,
-        alpha: float,
-        beta: float,
+        alpha: float | str = 1.0,
+        beta: float = 0.0,
         method: str = "task_arithmetic",
         weights: Sequence[float] | None = None,
         policy: Policy = "paper",
         stacks: StackMode = "chain",
+        dtype: torch.dtype | str | None = None,
         token: str | bool | None = None,
         **method_options: Any,
     ) -> "LinesMerger":
-        """Open the base and fine-tuned checkpoints (folders or Hub ``repo@revision``); reads headers only."""
+        """Open the base and fine-tuned checkpoints (folders or Hub ``repo@revision``); reads headers only.
+
+        ``method`` names a merge method (``hf_lines.methods.METHODS``: task_arithmetic, mean,
+        ties, dare_linear, dare_ties, consensus, soup, wise_ft, ...) and ``method_options`` are
+        its options. ``alpha="auto"`` is the paper's (1/N) ||sum tau||_1 / ||tau_MTL||_1;
+        ``beta=0`` (default) means no LiNeS, one constant lambda = alpha. ``dtype`` overrides
+        the output dtype (default: the base's).
+        """
         if isinstance(models, (str, Path)):
             models = [models]
         weights = list(weights) if weights is not None else [1.0] * len(models)
         if len(weights) != len(models):
             raise ValueError(f"{len(weights)} weights given for {len(models)} models")
         base_parent = _open(base, token=token)
-        parents = [_open(m, token=token, weight=w) for m, w in zip(models, weights)]
+        parents = [_open(m, token=token, weight=w, base=base_parent) for m, w in zip(models, weights)]
         layer_map = LayerMap.from_names(base_parent.checkpoint.names(), base_parent.checkpoint.config, stacks)
-        return cls(base_parent, parents, LinesConfig(alpha, beta, policy, stacks), get_method(method, **method_options), layer_map)
+        return cls(base_parent, parents, LinesConfig(alpha, beta, policy, stacks), get_method(method, **method_options), layer_map,
+                   dtype=dtype)
+
+    @classmethod
+    def from_recipe(cls, recipe: "Recipe | dict[str, Any] | str | Path", *, token: str | bool | None = None) -> "LinesMerger":
+        """Build from a recipe: a YAML file path, a mapping or a ``Recipe`` (schema in ``hf_lines.recipe``)."""
+        from .recipe import Recipe
+
+        spec = Recipe.coerce(recipe)
+        merger = cls.from_pretrained(spec.base_model, [m.spec for m in spec.models], token=token, **spec.merger_kwargs())
+        merger.output_options = spec.output.to_dict()
+        return merger
+
+    def recipe(self, max_shard_size: int | str | None = None) -> str:
+        """The YAML recipe that reproduces this merge (``Recipe.from_merger`` gives it as a dataclass)."""
+        from .recipe import Recipe
+
+        return Recipe.from_merger(self, max_shard_size).to_yaml()
 
     # ----------------------------------------------------------------- query
     @property
@@ -103,13 +147,15 @@ class LinesMerger:
         return [m.weight for m in self.models]
 
     def scales(self) -> dict[str, float]:
-        """Tensor name -> lambda applied to its (merged) task vector."""
+        """Tensor name -> lambda applied to its (merged) task vector (alpha = "auto" is resolved first: a read pass)."""
+        self._resolve_alpha()
         return self.layer_map.scales(self.lines.alpha, self.lines.beta, self.lines.policy)
 
     def block_scales(self) -> list[tuple[str, int, int, float]]:
         """(tower, block, L, lambda) for every block, shallow to deep."""
         from .schedule import block_scale
 
+        self._resolve_alpha()
         return [
             (t.name, i, t.num_blocks, block_scale(i, t.num_blocks, self.lines.alpha, self.lines.beta))
             for t in self.layer_map.towers
@@ -117,21 +163,42 @@ class LinesMerger:
         ]
 
     # ----------------------------------------------------------------- run
-    def _prepare(self, progress: bool) -> dict[str, float]:
-        base, models = self.base.checkpoint, [m.checkpoint for m in self.models]
-        if self.method.needs_statistics:
-            statistics_pass(
-                base.names(),
-                lambda n: self.method.observe(n, *read_inputs(n, base, models), self.weights),
-                progress=progress,
-            )
-            self.method.finish_statistics()
+    def _prepare(self, progress: bool, workers: int | None = None) -> dict[str, float]:
+        self._run_statistics(progress, workers)
         return self.scales()
+
+    def _resolve_alpha(self) -> None:
+        if self.lines.alpha == "auto":
+            self._run_statistics(progress=False)
+
+    def _run_statistics(self, progress: bool, workers: int | None = None) -> None:
+        """The method's whole-model statistics and auto alpha, once (see ``hf_lines.statistics``)."""
+        if self._statistics_done:
+            return
+        base, models = self.base.checkpoint, [m.checkpoint for m in self.models]
+        auto = run_statistics(
+            base.names(),
+            lambda n: read_inputs(n, base, models),
+            self.method,
+            self.weights,
+            auto_alpha=self.lines.alpha == "auto",
+            progress=progress,
+            workers=workers,
+            sizes={n: base.info(n).nbytes for n in base.names()},
+        )
+        if auto is not None:
+            self.auto_alpha = auto
+            self.lines = replace(self.lines, alpha=auto.value)
+        self._statistics_done = True
 
     def tensor(self, name: str, scale: float, norms: dict[str, tuple[float, float]] | None = None) -> torch.Tensor:
         """The edited tensor ``name`` (reads only that tensor of each input); records its task-vector norms in ``norms``."""
         base, models = read_inputs(name, self.base.checkpoint, [m.checkpoint for m in self.models])
+        if self.dtype is not None and base.is_floating_point():
+            base = base.float()  # compute in float32 and round once, to the output dtype
         out = self.method.merge(name, base, models, self.weights, scale)
+        if self.dtype is not None and out.is_floating_point():
+            out = out.to(self.dtype)
         if norms is not None and out.is_floating_point():
             norms[name] = tensor_norms(base, out, scale, lambda: self.method.task_vector(name, base, models, self.weights))
         return out
@@ -176,14 +243,42 @@ class LinesMerger:
         save_directory: str | Path,
         *,
         overwrite: bool = False,
-        max_shard_size: int | str = "5GB",
+        max_shard_size: int | str | None = None,
         progress: bool = True,
         workers: int | None = None,
+        output: str = "model",
+        card_template: str | Path | None = None,
+        card_data: dict[str, Any] | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_options: Any,
     ) -> Path:
-        """Write a complete model folder (weights, config, tokenizer); it appears only when finished."""
+        """Write a complete model folder (weights, config, tokenizer); it appears only when finished.
+
+        ``output="adapter"`` writes a PEFT LoRA adapter instead (inputs: LoRA adapters, linear
+        method); ``"auto"`` picks it when that is possible (see ``hf_lines.adapters``).
+
+        The folder gets a model card (README.md + lines_schedule.png, see ``hf_lines.card``):
+        ``card_template`` is a Jinja template path, ``card_data`` extra or overriding metadata.
+        ``push_to_hub=True`` then uploads it to ``repo_id``; ``push_options`` are those of ``push_to_hub``.
+        """
+        from .adapters import resolve_output_format, save_merger_adapter
+        from .card import check_card_fields, write_merger_card
+        from .hub import check_push_options, check_push_request
+
+        check_card_fields(card_data)  # bad card fields, options or repo id fail now, not after hours of streaming
+        check_push_options(push_options)
+        if push_to_hub:
+            check_push_request(repo_id)
+        if resolve_output_format(self, output) == "adapter":
+            out = save_merger_adapter(self, save_directory, overwrite=overwrite, progress=progress,
+                                      card_template=card_template, card_data=card_data,
+                                      model_name=repo_id if push_to_hub else None)
+            return self._finish_save(out, repo_id if push_to_hub else None, push_options)
         base = self.base.checkpoint
-        scales = self._prepare(progress)
-        infos = {n: base.info(n) for n in base.names()}
+        max_shard_size = max_shard_size or self.output_options.get("max_shard_size") or "5GB"
+        scales = self._prepare(progress, workers)
+        infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
         norms: dict[str, tuple[float, float]] = {}
         with staged_folder(save_directory, overwrite) as tmp:
             writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"})
@@ -203,8 +298,51 @@ class LinesMerger:
                 raise
             copy_support_files(base.path, tmp)
             (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+            write_output_recipe(self, tmp, max_shard_size)
+            self.tensor_norms = norms
+            write_merger_card(self, tmp, model_name=repo_id if push_to_hub else Path(save_directory).name,
+                              template=card_template, card_data=card_data)
         self.tensor_norms = norms
-        return Path(save_directory).expanduser().resolve()
+        out = Path(save_directory).expanduser().resolve()
+        return self._finish_save(out, repo_id if push_to_hub else None, push_options)
+
+    def _finish_save(self, out: Path, repo_id: str | None, push_options: dict[str, Any]) -> Path:
+        self.saved_to = out
+        if repo_id is not None:
+            self.push_to_hub(repo_id, save_directory=out, **push_options)
+        return out
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        save_directory: str | Path | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        commit_message: str | None = None,
+        token: str | bool | None = None,
+        **save_options: Any,
+    ) -> Any:
+        """Upload the output folder to the Hub model repo ``repo_id`` (created if needed) in one commit.
+
+        The folder is ``save_directory``, else the last ``save_pretrained`` output; when it does not exist
+        yet the model is saved there first (default ``./<repo name>``, with ``save_options``), so a complete
+        local copy always exists and is kept if the upload fails: PushError then gives the ``hf-lines push``
+        command that retries. The token comes from ``token``, ``HF_TOKEN`` or the login cache and is never
+        written to any file or log. Returns huggingface_hub's ``CommitInfo`` (``commit_url``, ``pr_url``).
+        """
+        from .hub import check_push_request, push_folder
+
+        check_push_request(repo_id)
+        folder = Path(save_directory).expanduser() if save_directory is not None else getattr(self, "saved_to", None)
+        if folder is None or not folder.exists():
+            folder = self.save_pretrained(folder or Path(repo_id.split("/")[-1]), **save_options)
+        message = commit_message or (
+            f"Upload LiNeS {self.method.name} (alpha={self.lines.alpha:g}, beta={self.lines.beta:g}) made with hf-lines"
+        )
+        return push_folder(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                           commit_message=message, token=token)
 
     def describe(self) -> dict[str, Any]:
         """What was done, for the saved record and the model card (no tokens, no absolute secrets)."""
@@ -215,8 +353,12 @@ class LinesMerger:
             "base_model": _ref_record(self.base),
             "models": [{**_ref_record(m), "weight": m.weight} for m in self.models],
             "method": self.method.describe(),
+            **({"method_statistics": self.method.statistics_record()} if self.method.statistics_record() else {}),
+            **({"dtype": str(self.dtype).removeprefix("torch.")} if self.dtype is not None else {}),
             "lines": {
-                "alpha": self.lines.alpha,
+                "alpha": self.lines.alpha,  # the resolved value once alpha = "auto" has been computed
+                "alpha_setting": self.alpha_setting,
+                **({"auto_alpha": self.auto_alpha.as_dict()} if self.auto_alpha is not None else {}),
                 "beta": self.lines.beta,
                 "policy": self.lines.policy,
                 "stacks": self.lines.stacks,
@@ -225,9 +367,20 @@ class LinesMerger:
         }
 
 
-def _open(spec: str | Path, *, token: str | bool | None, weight: float = 1.0) -> Parent:
+def _open(spec: str | Path, *, token: str | bool | None, weight: float = 1.0, base: Parent | None = None) -> Parent:
     ref = ModelRef.parse(spec)
     path = resolve(spec, token=token)
+    from .adapters import AdapterCheckpoint, is_adapter_folder
+
+    if is_adapter_folder(path):  # a PEFT adapter stands for base + its update
+        if base is None:
+            from .errors import AdapterError
+
+            raise AdapterError(
+                f"{spec} is a PEFT adapter, not a full model: give the model it was trained on as the base "
+                "and the adapter among the fine-tuned models"
+            )
+        return Parent(ref, AdapterCheckpoint(path, base.checkpoint, label=str(spec)), weight)
     return Parent(ref, Checkpoint(path, label=str(spec)), weight)
 
 
@@ -235,3 +388,4 @@ def _ref_record(p: Parent) -> dict[str, Any]:
     if p.ref.is_hub:
         return {"repo_id": p.ref.repo_id, "revision": p.ref.revision, "path": None}
     return {"repo_id": None, "revision": None, "path": str(p.checkpoint.path)}
+

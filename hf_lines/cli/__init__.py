@@ -9,7 +9,7 @@ from importlib import import_module
 from ..errors import LinesError
 
 # Subcommand modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMANDS = ("layers", "scale", "demo")
+COMMANDS = ("layers", "scale", "merge", "demo", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,3 +38,39 @@ def _fmt(c: object) -> str:
     if isinstance(c, float):
         return f"{c:.4g}"
     return "-" if c is None else str(c)
+
+
+def add_publish_args(p: argparse.ArgumentParser) -> None:
+    """--card-template and --push-to-hub REPO_ID (with its options), for every command that writes an output."""
+    g = p.add_argument_group("model card and Hub")
+    g.add_argument("--card-template", metavar="PATH", default=None,
+                   help="Jinja template for the output's README.md (default: model_cards/lines_model_card.md.jinja)")
+    g.add_argument("--push-to-hub", metavar="REPO_ID", type=repo_id_arg, default=None,
+                   help="upload the finished output folder to this Hub model repo (created if needed)")
+    g.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    g.add_argument("--push-revision", metavar="BRANCH", default=None, help="with --push-to-hub: branch to commit to")
+    g.add_argument("--create-pr", action="store_true", help="with --push-to-hub: open a pull request against main instead")
+    g.add_argument("--commit-message", default=None, help="with --push-to-hub: the commit title")
+
+
+def publish(args: argparse.Namespace, folder) -> None:
+    """After a command wrote ``folder``: push it when --push-to-hub was given (as `hf-lines push` does)."""
+    if not getattr(args, "push_to_hub", None):
+        return
+    from ..hub import push_folder
+
+    info = push_folder(folder, args.push_to_hub, private=args.private or None, revision=args.push_revision,
+                       create_pr=args.create_pr, commit_message=args.commit_message, token=getattr(args, "token", None))
+    print(f"pushed to {info.pr_url or info.commit_url}")
+
+
+def repo_id_arg(value: str) -> str:
+    """argparse type: a Hub repo id, checked before any work starts."""
+    from ..errors import PushError
+    from ..hub import check_push_request
+
+    try:
+        check_push_request(value)
+    except PushError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value

@@ -3,29 +3,43 @@ from __future__ import annotations
 
 import argparse
 
+from ..adapters import plan_output_format, scale_adapter
+from ..adapters.cli import add_output_format_arg, print_adapter_summary
 from ..merger import LinesMerger
-from .common import add_lines_args, add_output_args, format_table
+from .common import add_lines_args, add_output_args, add_publish_args, format_table, publish
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scale", help="apply LiNeS to one fine-tuned model: theta_0 + lambda(layer) * tau")
     p.add_argument("base", help="pre-trained model: local folder or Hub repo id[@revision]")
-    p.add_argument("finetuned", help="fine-tuned model: local folder or Hub repo id[@revision]")
+    p.add_argument("finetuned", help="fine-tuned model or PEFT LoRA adapter: local folder or Hub repo id[@revision]")
     add_lines_args(p)
     add_output_args(p)
+    add_output_format_arg(p)
+    add_publish_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    fmt = plan_output_format([args.finetuned], args.output_format, token=args.token)
+    if fmt == "adapter":  # reads the base's config and tensor names only
+        out = scale_adapter(
+            args.base, args.finetuned, args.output, alpha=args.alpha, beta=args.beta, policy=args.policy,
+            stacks=args.stacks, token=args.token, overwrite=args.overwrite, card_template=args.card_template,
+        )
+        print_adapter_summary(out)
+        publish(args, out)
+        return 0
     merger = LinesMerger.from_pretrained(
         args.base, [args.finetuned], alpha=args.alpha, beta=args.beta, policy=args.policy,
         stacks=args.stacks, token=args.token,
     )
     out = merger.save_pretrained(
         args.output, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
-        progress=not args.quiet, workers=args.workers,
+        progress=not args.quiet, workers=args.workers, output="model", card_template=args.card_template,
     )
     print_summary(merger, out)
+    publish(args, out)
     return 0
 
 

@@ -39,11 +39,13 @@ def weighted_sum_edit(
     flat = [m.reshape(-1) for m in models]
     for start in range(0, b.numel(), block):
         stop = start + block
+        # .float() of a float32 tensor is that tensor: never write into b32 or a model's slice.
+        # torch.sub promotes a half-precision slice to float32 exactly, with no separate conversion pass.
         b32 = b[start:stop].float()
         acc = torch.zeros_like(b32)
         for w, m in zip(weights, flat):
-            acc.add_(m[start:stop].float().sub_(b32), alpha=float(w))
-        o[start:stop] = b32.add_(acc, alpha=float(scale))
+            acc.add_(torch.sub(m[start:stop], b32), alpha=float(w))
+        o[start:stop] = acc.mul_(float(scale)).add_(b32)
     return out
 
 
@@ -62,7 +64,9 @@ def add_scaled(base: torch.Tensor, tau: torch.Tensor, scale: float) -> torch.Ten
     """base + scale * tau in base's dtype; tau in float32."""
     if not base.is_floating_point():
         return base.clone()
-    return base.float().add_(tau, alpha=float(scale)).to(base.dtype)
+    # torch.add allocates (base.float() would be base itself for float32 inputs, which must stay
+    # untouched) and promotes a half-precision base to float32 exactly, with no float32 copy of it
+    return torch.add(base, tau, alpha=float(scale)).to(base.dtype)
 
 
 def is_finite(t: torch.Tensor) -> bool:

@@ -43,17 +43,32 @@ class MergeMethod:
             )
         self.options = options
 
-    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> None:
-        """Statistics pass: called once per tensor before any output is written."""
+    def check_inputs(self, num_models: int) -> None:
+        """Refuse a number of fine-tuned models the options do not fit (raise ValueError)."""
 
-    def finish_statistics(self) -> None:
-        """Called after the statistics pass."""
+    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> None:
+        """Statistics pass: called once per floating tensor before any output is written.
+
+        Calls may come from several threads at once: accumulate under a lock, in a way
+        whose result does not depend on the order of the tensors.
+        """
+
+    def finish_statistics(self) -> bool | None:
+        """Called after each statistics pass; return True to ask for one more pass over the same tensors."""
 
     def task_vector(
         self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
     ) -> torch.Tensor:
         """tau_MTL for one tensor, float32."""
         raise NotImplementedError
+
+    def task_vector_l1(
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+    ) -> float:
+        """||tau_MTL||_1 of one tensor in float64, for auto alpha (methods may compute it without a full-size tau)."""
+        from ..statistics import l1_norm
+
+        return l1_norm(self.task_vector(name, base, models, weights))
 
     def merge(
         self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], scale: float
@@ -65,5 +80,10 @@ class MergeMethod:
             return base.clone()
         return add_scaled(base, self.task_vector(name, base, models, weights), scale)
 
+    def statistics_record(self) -> dict[str, Any]:
+        """Whole-model numbers the statistics pass found (e.g. TIES' global thresholds), for the saved record."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
+        """Name and options (plain data: they go to YAML and JSON as they are)."""
         return {"method": self.name, **self.options}

@@ -1,38 +1,94 @@
-"""Task arithmetic: tau_MTL = sum_i w_i tau_i (one model with weight 1 is the plain LiNeS edit)."""
+"""Task arithmetic: tau_MTL = sum_t w_t tau_t (one model with weight 1 is the plain LiNeS edit).
+
+``mean`` averages instead (weights divided by N); ``dare_linear`` sums DARE'd task
+vectors. Every one takes the option ``dare: {drop_rate, seed}``.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .arithmetic import task_vector_sum, weighted_sum_edit
 from .base import MergeMethod, register_method
+from .dare import DareOptions
+from .task_vectors import iter_task_vectors
+
+
+def dare_task_vector_sum(
+    name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], dare: DareOptions
+) -> torch.Tensor:
+    """sum_t w_t DARE(tau_t) in float32, shaped like ``base``.
+
+    Args:
+        name: tensor name (seeds DARE).
+        base: theta_0.
+        models: theta_t per model.
+        weights: w_t per model.
+        dare: drop rate and seed.
+    """
+    out = torch.empty(base.numel(), dtype=torch.float32)
+    for start, stop, taus in iter_task_vectors(name, base, models, weights, dare):
+        torch.sum(taus, 0, out=out[start:stop])
+    return out.view(base.shape)
 
 
 @register_method
 class TaskArithmetic(MergeMethod):
+    """tau_MTL = sum_t w_t tau_t.
+
+    Options:
+        dare: ``{drop_rate: 0.9, seed: 0}`` to DARE each task vector first (default: off).
+    """
+
     name = "task_arithmetic"
     aliases = ("sum",)
+    option_names = ("dare",)
+    default_dare = False  # dare_linear turns it on
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        default = True if self.default_dare else None
+        self.dare = DareOptions.coerce(options.get("dare", default))
+        self.options = {"dare": self.dare.as_dict() if self.dare else None}
+
+    def _weights(self, weights: Sequence[float]) -> list[float]:
+        return list(weights)
 
     def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        return task_vector_sum(base, models, weights)
+        if self.dare is not None:
+            return dare_task_vector_sum(name, base, models, self._weights(weights), self.dare)
+        return task_vector_sum(base, models, self._weights(weights))
 
-    def merge(self, name, base, models, weights, scale):  # fused path: no float32 tau is materialised
-        return weighted_sum_edit(base, models, weights, scale)
+    def task_vector_l1(self, name, base, models, weights) -> float:
+        if self.dare is not None:
+            return super().task_vector_l1(name, base, models, weights)
+        from ..statistics import sum_l1_norm
+
+        return sum_l1_norm(base, models, self._weights(weights))  # slice by slice, no full-size tau
+
+    def merge(self, name, base, models, weights, scale):
+        if self.dare is not None:
+            return super().merge(name, base, models, weights, scale)
+        # fused path: no float32 tau is materialised
+        return weighted_sum_edit(base, models, self._weights(weights), scale)
 
 
 @register_method
 class Mean(TaskArithmetic):
-    """Average of task vectors: the weights are divided by N."""
+    """Average of task vectors: tau_MTL = (1/N) sum_t w_t tau_t."""
 
     name = "mean"
-    aliases = ()
+    aliases = ("average",)
 
-    def _mean(self, weights: Sequence[float]) -> list[float]:
+    def _weights(self, weights: Sequence[float]) -> list[float]:
         return [w / len(weights) for w in weights]
 
-    def task_vector(self, name, base, models, weights):
-        return super().task_vector(name, base, models, self._mean(weights))
 
-    def merge(self, name, base, models, weights, scale):
-        return super().merge(name, base, models, self._mean(weights), scale)
+@register_method
+class DareLinear(TaskArithmetic):
+    """Task arithmetic over DARE'd task vectors: tau_MTL = sum_t w_t DARE(tau_t); ``dare`` defaults to {drop_rate: 0.9, seed: 0}."""
+
+    name = "dare_linear"
+    aliases = ("dare_task_arithmetic",)
+    default_dare = True

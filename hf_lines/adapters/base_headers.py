@@ -1,0 +1,75 @@
+"""The base of an adapter-out run, read from headers only: config, tensor names and shapes.
+
+Scaling an adapter touches only the adapter's own tensors, plus the base tensors of
+whole saved modules (``modules_to_save``, saved embedding copies). A local base is a
+``Checkpoint`` (headers read, tensors memory-mapped on demand); a Hub base is read from
+its safetensors headers by range request, and a shard is downloaded only when one of
+its tensors is asked for.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..sources import Checkpoint, ModelRef, resolve
+from ..sources.checkpoint import _SAFE_DTYPES, TensorInfo, natural_key
+
+
+class HubHeaders:
+    """A Hub model's config and safetensors headers; tensors are fetched shard by shard on demand."""
+
+    def __init__(self, spec: str, token: str | bool | None = None):
+        from huggingface_hub import HfApi
+
+        self.ref = ModelRef.parse(spec)
+        self.label = spec
+        self.token = token
+        self.path: Path = resolve(spec, token=token, weights=False)  # config and other small files
+        cfg = self.path / "config.json"
+        self.config: dict[str, Any] = json.loads(cfg.read_text()) if cfg.exists() else {}
+        # Pin the commit that was just resolved, so headers and any shard fetched later agree.
+        self.revision = self.path.name if self.path.parent.name == "snapshots" else self.ref.revision
+        try:
+            meta = HfApi(token=token).get_safetensors_metadata(self.ref.repo_id, revision=self.revision)
+        except Exception as e:
+            raise CheckpointError(f"cannot read the safetensors headers of {self.ref.repo_id!r}: {e}") from e
+        self._file_of = dict(meta.weight_map)
+        self._infos = {
+            name: TensorInfo(tuple(t.shape), _SAFE_DTYPES[t.dtype])
+            for f in meta.files_metadata.values()
+            for name, t in f.tensors.items()
+        }
+
+    def names(self) -> list[str]:
+        return sorted(self._infos, key=natural_key)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos
+
+    def info(self, name: str) -> TensorInfo:
+        return self._infos[name]
+
+    def get(self, name: str) -> torch.Tensor:
+        from huggingface_hub import hf_hub_download
+        from safetensors import safe_open
+
+        if name not in self._file_of:
+            raise CheckpointError(f"tensor {name!r} is not in {self.label}")
+        try:
+            path = hf_hub_download(self.ref.repo_id, self._file_of[name], revision=self.revision, token=self.token)
+        except Exception as e:
+            raise CheckpointError(f"cannot download {self._file_of[name]} of {self.ref.repo_id!r}: {e}") from e
+        with safe_open(path, framework="pt") as f:
+            return f.get_tensor(name)
+
+
+def open_base_headers(spec: str | Path, token: str | bool | None = None) -> Checkpoint | HubHeaders:
+    """A base read from headers only: a local folder as a ``Checkpoint``, a Hub repo as ``HubHeaders``."""
+    ref = ModelRef.parse(spec)
+    if ref.is_hub:
+        return HubHeaders(str(spec), token=token)
+    return Checkpoint(resolve(spec), label=str(spec))

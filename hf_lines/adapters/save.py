@@ -1,0 +1,252 @@
+"""Writing a LiNeS-scaled PEFT adapter folder, from a ``LinesMerger`` or straight from paths."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from ..errors import AdapterError
+from ..output import copy_support_files, staged_folder
+from ..sources import resolve
+from .checkpoint import AdapterCheckpoint
+from .config import ADAPTER_CONFIG
+from .reader import BaseTensors, LoraAdapter
+from .scaled import linear_coefficients, scaled_adapter
+
+if TYPE_CHECKING:
+    from ..merger import LinesMerger
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS: tuple[str, ...] = ("auto", "model", "adapter")
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+def write_adapter(
+    save_directory: str | Path,
+    tensors: dict[str, torch.Tensor],
+    config: Any,
+    *,
+    support_from: Path | None = None,
+    record: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    keep_config: bool = False,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """An adapter folder (adapter_config.json + adapter_model.safetensors) that ``PeftModel.from_pretrained`` loads.
+
+    With ``keep_config`` the adapter_config.json of ``support_from`` is copied as it is
+    (a single scaled adapter keeps its config byte for byte); otherwise ``config`` is saved.
+    ``card`` holds the keyword arguments of ``hf_lines.card.write_card`` for its README.md
+    (``record`` must then be given).
+    """
+    from safetensors.torch import save_file
+
+    with staged_folder(save_directory, overwrite) as tmp:
+        if support_from is not None:
+            copy_support_files(support_from, tmp)  # tokenizer files an adapter may carry, and its config
+        if not (keep_config and support_from is not None):
+            config.save_pretrained(str(tmp))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS_NAME),
+                  metadata={"format": "pt", "hf_lines": "LiNeS"})
+        if record is not None:
+            (tmp / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
+        if card is not None and record is not None:
+            from ..card import write_card
+
+            write_card(tmp, record, relation="adapter", **card)
+    return Path(save_directory).expanduser().resolve()
+
+
+# ------------------------------------------------------------------ LinesMerger
+def adapter_inputs(merger: "LinesMerger") -> list[LoraAdapter] | None:
+    """The merger's inputs as LoRA adapters, or None when any of them is a full model."""
+    ckpts = [m.checkpoint for m in merger.models]
+    if all(isinstance(c, AdapterCheckpoint) for c in ckpts):
+        return [c.adapter for c in ckpts]
+    return None
+
+
+def adapter_output_blocker(lora_configs: Sequence[Any | None], method: Any, weights: Sequence[float]) -> str | None:
+    """Why these inputs cannot give an adapter output (None when they can).
+
+    Args:
+        lora_configs: each input's LoraConfig, None for a full model.
+        method: the merge method.
+        weights: the inputs' weights.
+    """
+    for cfg in lora_configs:
+        if cfg is None:
+            return "an input is a full model"
+        if getattr(cfg, "use_dora", False):
+            return "DoRA adapters are not linear in B"
+    if linear_coefficients(method, weights) is None:
+        return f"merge method {method.name!r} is not linear in the adapters' updates"
+    return None
+
+
+def choose_output_format(requested: str, blocker: str | None) -> str:
+    """'auto' becomes 'adapter' when nothing blocks it, else 'model'."""
+    if requested not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {requested!r}; use one of {list(OUTPUT_FORMATS)}")
+    if requested != "auto":
+        return requested
+    if blocker is not None:
+        log.info("%s: writing a full model", blocker)
+        return "model"
+    return "adapter"
+
+
+def resolve_output_format(merger: "LinesMerger", requested: str) -> str:
+    """'auto' is 'adapter' when every input is a non-DoRA LoRA adapter and the method is linear, else 'model'."""
+    if requested != "auto":
+        return choose_output_format(requested, None)
+    configs = [m.checkpoint.lora_config if isinstance(m.checkpoint, AdapterCheckpoint) else None for m in merger.models]
+    return choose_output_format(requested, adapter_output_blocker(configs, merger.method, merger.weights))
+
+
+def plan_output_format(
+    models: Sequence[str | Path], requested: str, *, method: str = "task_arithmetic",
+    weights: Sequence[float] | None = None, token: str | bool | None = None,
+) -> str:
+    """The output format for these inputs, reading only their small files (adapter_config.json)."""
+    if requested != "auto":
+        return choose_output_format(requested, None)
+    from ..methods import get_method
+    from .config import is_adapter_folder, read_lora_config
+
+    configs = []
+    for spec in models:
+        path = resolve(spec, token=token, weights=False)
+        configs.append(read_lora_config(path, str(spec)) if is_adapter_folder(path) else None)
+    weights = list(weights) if weights is not None else [1.0] * len(configs)
+    return choose_output_format(requested, adapter_output_blocker(configs, get_method(method), weights))
+
+
+def save_merger_adapter(
+    merger: "LinesMerger", save_directory: str | Path, *, overwrite: bool = False, progress: bool = False,
+    card_template: str | Path | None = None, card_data: dict[str, Any] | None = None, model_name: str | None = None,
+) -> Path:
+    """``LinesMerger.save_pretrained(output='adapter')``: the scaled or merged LoRA adapter, with its model card."""
+    adapters = adapter_inputs(merger)
+    if adapters is None:
+        full = [m.checkpoint.label for m in merger.models if not isinstance(m.checkpoint, AdapterCheckpoint)]
+        raise AdapterError(
+            f"output='adapter' needs every input to be a LoRA adapter, but {full[0]} is a full model; "
+            "use output='model'"
+        )
+    coefs = linear_coefficients(merger.method, merger.weights)
+    if coefs is None:
+        raise AdapterError(
+            f"merge method {merger.method.name!r} (options {merger.method.options}) is not linear in the task vectors, "
+            f"so its result is not a low-rank adapter; use output='model', or one of {sorted(_linear_names())} "
+            "for an adapter"
+        )
+    if getattr(merger, "dtype", None) is not None:
+        log.warning("the output dtype applies to full models; the adapter keeps its factors' dtype")
+    scales = merger._prepare(progress)
+    base = merger.base.checkpoint
+    tensors, config = scaled_adapter(adapters, coefs, scales, base)
+    record = {**merger.describe(), "output": "adapter", "coefficients": coefs}
+    card = _card_options(base, adapters, save_directory, card_template, card_data, model_name)
+    return write_adapter(save_directory, tensors, config, support_from=adapters[0].path, record=record,
+                         overwrite=overwrite, keep_config=len(adapters) == 1, card=card)
+
+
+def _card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_directory: str | Path,
+                  template: str | Path | None, card_data: dict[str, Any] | None, model_name: str | None) -> dict[str, Any]:
+    return {
+        "config": base.config,
+        "parent_folders": [base.path, *(a.path for a in adapters)],
+        "template": template,
+        "card_data": card_data,
+        "model_name": model_name or Path(save_directory).name,
+    }
+
+
+def _ref_record(spec: str | Path, folder: Path) -> dict[str, Any]:
+    """Where an input came from, in the shape of ``LinesMerger.describe()``."""
+    from ..sources import ModelRef
+
+    ref = ModelRef.parse(spec)
+    if ref.is_hub:
+        return {"repo_id": ref.repo_id, "revision": ref.revision, "path": None}
+    return {"repo_id": None, "revision": None, "path": str(Path(folder).expanduser().resolve())}
+
+
+def _linear_names() -> list[str]:
+    from .scaled import LINEAR_METHODS
+
+    return list(LINEAR_METHODS)
+
+
+# ------------------------------------------------------------------ straight from paths
+def scale_adapter(
+    base: str | Path,
+    adapters: str | Path | Sequence[str | Path],
+    save_directory: str | Path,
+    *,
+    alpha: float,
+    beta: float,
+    weights: Sequence[float] | None = None,
+    method: str = "task_arithmetic",
+    policy: str = "paper",
+    stacks: str = "chain",
+    token: str | bool | None = None,
+    overwrite: bool = False,
+    card_template: str | Path | None = None,
+    card_data: dict[str, Any] | None = None,
+) -> Path:
+    """LiNeS on one LoRA adapter (or the task-arithmetic merge of several), written as a PEFT adapter.
+
+    Reads the base's config and tensor names only (a Hub base is read from its safetensors
+    headers, never downloaded), plus the base tensors of whole saved modules. Each
+    module's B is multiplied by lambda of its layer; several adapters are concatenated in
+    rank. ``PeftModel.from_pretrained(base_model, save_directory)`` loads the result. The
+    folder gets a model card (``card_template``, ``card_data``: see ``hf_lines.card``).
+    """
+    from .. import __version__
+    from ..layers import LayerMap
+    from ..merger import LinesConfig
+    from ..methods import get_method
+    from .base_headers import open_base_headers
+
+    LinesConfig(alpha, beta, policy, stacks)  # type: ignore[arg-type]  # same checks as LinesMerger
+
+    specs = [adapters] if isinstance(adapters, (str, Path)) else list(adapters)
+    weights = list(weights) if weights is not None else [1.0] * len(specs)
+    if len(weights) != len(specs):
+        raise ValueError(f"{len(weights)} weights given for {len(specs)} adapters")
+    merge = get_method(method)
+    coefs = linear_coefficients(merge, weights)
+    if coefs is None:
+        raise AdapterError(f"merge method {method!r} is not linear; scale_adapter supports {_linear_names()}")
+    base_reader: BaseTensors = open_base_headers(base, token=token)
+    opened = [open_adapter(s, base_reader, token=token) for s in specs]
+    layer_map = LayerMap.from_names(base_reader.names(), base_reader.config, stacks)  # type: ignore[arg-type]
+    scales = layer_map.scales(alpha, beta, policy)  # type: ignore[arg-type]
+    tensors, config = scaled_adapter(opened, coefs, scales, base_reader)
+    record = {
+        "hf_lines_version": __version__,
+        "base_model": _ref_record(base, base_reader.path),
+        "models": [{**_ref_record(s, a.path), "weight": w} for s, a, w in zip(specs, opened, weights)],
+        "method": merge.describe(),
+        "lines": {"alpha": alpha, "beta": beta, "policy": policy, "stacks": stacks,
+                  "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in layer_map.towers]},
+        "output": "adapter",
+        "coefficients": coefs,
+    }
+    card = _card_options(base_reader, opened, save_directory, card_template, card_data, None)
+    return write_adapter(save_directory, tensors, config, support_from=opened[0].path, record=record,
+                         overwrite=overwrite, keep_config=len(opened) == 1, card=card)
+
+
+def open_adapter(spec: str | Path, base: BaseTensors, *, token: str | bool | None = None) -> LoraAdapter:
+    """A LoRA adapter from a local folder or a Hub ``repo@revision``, laid onto ``base``."""
+    path = resolve(spec, token=token)
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise AdapterError(f"{spec} has no {ADAPTER_CONFIG}; it is not a PEFT adapter")
+    return LoraAdapter(path, base, label=str(spec))

@@ -1,0 +1,52 @@
+"""``hf-lines merge RECIPE.yaml -o OUT``: merge several fine-tunes as a recipe says (schema: ``hf_lines.recipe``)."""
+from __future__ import annotations
+
+import argparse
+
+from ..adapters.cli import add_output_format_arg
+from ..merger import LinesMerger
+from .common import add_publish_args, format_table, publish
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="merge fine-tunes with task arithmetic, TIES, DARE, Consensus, soups or WiSE-FT, then LiNeS (YAML recipe)",
+        description="Merge the models a YAML recipe lists (schema in the README and hf_lines/recipe.py). "
+        "The recipe is saved beside the output as hf_lines_recipe.yaml.",
+    )
+    p.add_argument("recipe", help="YAML recipe: base_model, models, method, method_options, lines, dtype, output")
+    p.add_argument("-o", "--output", required=True, help="output folder (written elsewhere first, moved in when complete)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--max-shard-size", default=None, help="largest safetensors shard (default: the recipe's, else 5GB)")
+    p.add_argument("--workers", type=int, default=None, help="threads that read and compute ahead (default: cores, max 4)")
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # prefer HF_TOKEN or `huggingface-cli login`
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_output_format_arg(p)
+    add_publish_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    merger = LinesMerger.from_recipe(args.recipe, token=args.token)
+    out = merger.save_pretrained(
+        args.output, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
+        progress=not args.quiet, workers=args.workers, card_template=args.card_template, output=args.output_format,
+    )
+    print_merge_summary(merger)
+    print(f"wrote {out}")
+    publish(args, out)
+    return 0
+
+
+def print_merge_summary(merger: LinesMerger) -> None:
+    method = merger.method.describe()
+    name = method.pop("method")
+    options = ", ".join(f"{k}={v}" for k, v in method.items() if v is not None)
+    print(f"merged {len(merger.models)} model(s) with {name}" + (f" ({options})" if options else ""))
+    lines = merger.lines
+    how = "auto" if merger.alpha_setting == "auto" else "given"
+    print(f"LiNeS: alpha = {lines.alpha:.6g} ({how}), beta = {lines.beta:g}, non-block policy {lines.policy}")
+    rows = [[tower, i, lam] for tower, i, _, lam in merger.block_scales()]
+    if rows:
+        print(format_table(["tower", "block", "lambda"], rows))

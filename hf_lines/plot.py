@@ -1,0 +1,75 @@
+"""The schedule plot of a model card: lambda per block, and the task vector's norm per block before and after."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+def plot_schedule(
+    path: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    alpha: float,
+    beta: float,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG with lambda(i) per block (top) and ||tau|| per block before/after scaling (bottom).
+
+    ``rows`` are the card's table rows: ``tower``, ``block`` (None outside the blocks), ``scale``,
+    ``before`` and ``after`` (None when norms are unknown). One line per tower.
+    """
+    # The object API with the Agg canvas: no pyplot, so no global backend and no GUI, thread-safe.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    towers: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("block") is not None:
+            towers.setdefault(row["tower"], []).append(row)
+    has_norms = any(_finite(r.get("before")) for rs in towers.values() for r in rs)
+
+    height = 5.6 if has_norms else 3.2
+    fig = Figure(figsize=(7.5, height), dpi=110)
+    FigureCanvasAgg(fig)
+    # Fixed margins: the constrained layout engine would double the drawing time for no visible gain.
+    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.35 / height, bottom=0.5 / height, hspace=0.12)
+    axes = fig.subplots(2 if has_norms else 1, 1, sharex=True, squeeze=False)[:, 0]
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    several = len(towers) > 1
+
+    ax = axes[0]
+    for k, (tower, trs) in enumerate(towers.items()):
+        label = tower if several else r"$\lambda(i)$ per block"
+        ax.plot([r["block"] for r in trs], [r["scale"] for r in trs], "o-", color=colors[k % len(colors)], label=label)
+    ax.axhline(alpha, color="0.5", ls=":", lw=1, label=rf"$\alpha$ = {alpha:g}")
+    ax.axhline(alpha + beta, color="0.5", ls="--", lw=1, label=rf"$\alpha + \beta$ = {alpha + beta:g}")
+    ax.set_ylabel(r"$\lambda(i)$")
+    ax.set_ylim(bottom=min(0.0, alpha - 0.05, alpha + beta - 0.05))
+    formula = r"LiNeS: $\lambda(i) = \alpha + \beta\,i/(L-1)$"
+    ax.set_title(title or rf"{formula},  $\alpha$ = {alpha:g}, $\beta$ = {beta:g}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+    if has_norms:
+        ax = axes[1]
+        for k, (tower, trs) in enumerate(towers.items()):
+            color = colors[k % len(colors)]
+            prefix = f"{tower}: " if several else ""
+            blocks = [r["block"] for r in trs]
+            ax.plot(blocks, [r["before"] for r in trs], "s--", color=color, alpha=0.45, label=rf"{prefix}$\|\tau\|$ before")
+            ax.plot(blocks, [r["after"] for r in trs], "o-", color=color, label=rf"{prefix}$\|\tau\|$ after LiNeS")
+        ax.set_ylabel(r"$\|\tau\|_2$ per block")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    axes[-1].set_xlabel("block i (0 = shallowest)")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+
+    path = Path(path)
+    fig.savefig(path, format="png", metadata={"Software": "hf-lines"})
+    return path
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
