@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .engine import check_compatible, read_inputs, statistics_pass, stream
+from .engine import check_compatible, read_inputs, stream
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy

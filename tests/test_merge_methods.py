@@ -140,16 +140,20 @@ def test_kth_magnitude_streaming_with_ties(shift):
         assert km.threshold == magnitude_threshold(values, density)
 
 
-def test_dare_is_reproducible_and_independent_of_workers(family_models, tmp_path):
+@pytest.mark.parametrize("method, options", [("dare_ties", {}), ("ties", {"trim": "global"})])
+def test_dare_is_reproducible_and_independent_of_workers(method, options, family_models, tmp_path):
+    """Same seed: the same bytes with 1 or 3 threads (statistics pass included); another seed: another merge."""
     base, fts = family_models("llama", 4)
     outs = []
     for workers in (1, 3):
-        merger = LinesMerger.from_pretrained(base, fts, method="dare_ties", alpha=0.5, beta=0.5, dare={"drop_rate": 0.7, "seed": 3})
+        merger = LinesMerger.from_pretrained(base, fts, method=method, alpha="auto", beta=0.5,
+                                             dare={"drop_rate": 0.7, "seed": 3}, **options)
         out = merger.save_pretrained(tmp_path / f"w{workers}", workers=workers, progress=False)
         outs.append(load_folder(out))
     for n in outs[0]:
         assert torch.equal(outs[0][n], outs[1][n]), n
-    other = LinesMerger.from_pretrained(base, fts, method="dare_ties", alpha=0.5, beta=0.5, dare={"drop_rate": 0.7, "seed": 4})
+    other = LinesMerger.from_pretrained(base, fts, method=method, alpha="auto", beta=0.5,
+                                        dare={"drop_rate": 0.7, "seed": 4}, **options)
     assert any(not torch.equal(outs[0][n], t) for n, t in other.state_dict().items())
 
 
