@@ -6,7 +6,6 @@ tensors per input, never by the model.
 """
 from __future__ import annotations
 
-import itertools
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +60,10 @@ def read_inputs(name: str, base: Checkpoint, models: Sequence[Checkpoint]) -> tu
     return tensors[0], tensors[1:]
 
 
+# Bytes of inputs and outputs that tensors in flight may hold together (one always may run).
+DEFAULT_MEMORY_BUDGET = 512 << 20
+
+
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -71,30 +74,49 @@ def stream(
     write: Callable[[str, torch.Tensor], None],
     *,
     sizes: dict[str, int] | None = None,
+    costs: dict[str, int] | None = None,
+    budget: int | None = None,
     desc: str = "LiNeS",
     workers: int | None = None,
     prefetch: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Compute every tensor of ``order`` (in a small thread pool) and write them in order."""
+    """Compute every tensor of ``order`` (in a small thread pool) and write them in order.
+
+    At most ``prefetch`` tensors are in flight, and while one is, no more start once their
+    ``costs`` (bytes of inputs and output) would pass ``budget``: a few huge tensors (an
+    embedding read from five models) are then taken one at a time, which bounds memory.
+    """
     workers = workers or default_workers()
     prefetch = prefetch or workers + 1
     total = sum(sizes.values()) if sizes else len(order)
     bar = tqdm(total=total, desc=desc, unit="B" if sizes else "tensor", unit_scale=True, disable=not progress)
     pending: deque = deque()
-    names = iter(order)
+    names = deque(order)
+    in_flight = 0
+
+    def cost(name: str) -> int:
+        return costs[name] if costs else 0
+
+    def fill() -> None:
+        nonlocal in_flight
+        while names and len(pending) < prefetch:
+            if pending and budget is not None and in_flight + cost(names[0]) > budget:
+                return
+            name = names.popleft()
+            in_flight += cost(name)
+            pending.append((name, pool.submit(compute, name)))
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines") as pool:
         try:
-            for name in itertools.islice(names, prefetch):
-                pending.append((name, pool.submit(compute, name)))
+            fill()
             while pending:
                 name, fut = pending.popleft()
                 tensor = fut.result()
-                nxt = next(names, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(compute, nxt)))
                 write(name, tensor)
                 del tensor
+                in_flight -= cost(name)
+                fill()
                 bar.update(sizes[name] if sizes else 1)
         finally:
             for _, fut in pending:
@@ -110,37 +132,22 @@ def statistics_pass(
     progress: bool = True,
     workers: int | None = 1,
     sizes: dict[str, int] | None = None,
+    costs: dict[str, int] | None = None,
+    budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> None:
     """One read pass over the inputs for methods that need whole-model numbers.
 
-    With ``workers`` > 1 (None: the default pool size) ``observe`` runs on a few tensors
-    at once, at most ``2 * workers`` in flight; it must be thread-safe.
+    It is ``stream`` with nothing to write: with ``workers`` > 1 (None: the default pool
+    size) ``observe`` runs on a few tensors at once and must be thread-safe.
     """
-    order = list(order)
-    workers = workers or default_workers()
-    total = sum(sizes[n] for n in order) if sizes else len(order)
-    bar = tqdm(total=total, desc=desc, unit="B" if sizes else "tensor", unit_scale=True, disable=not progress)
-    try:
-        if workers == 1:
-            for name in order:
-                observe(name)
-                bar.update(sizes[name] if sizes else 1)
-            return
-        pending: deque = deque()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines-stats") as pool:
-            try:
-                for name in order:
-                    if len(pending) >= 2 * workers:
-                        done, fut = pending.popleft()
-                        fut.result()
-                        bar.update(sizes[done] if sizes else 1)
-                    pending.append((name, pool.submit(observe, name)))
-                while pending:
-                    done, fut = pending.popleft()
-                    fut.result()
-                    bar.update(sizes[done] if sizes else 1)
-            finally:
-                for _, fut in pending:
-                    fut.cancel()
-    finally:
-        bar.close()
+    stream(
+        list(order),
+        observe,
+        lambda name, result: None,
+        sizes=sizes,
+        costs=costs,
+        budget=budget,
+        desc=desc,
+        workers=workers,
+        progress=progress,
+    )

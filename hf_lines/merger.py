@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .engine import check_compatible, read_inputs, stream
+from .engine import DEFAULT_MEMORY_BUDGET, check_compatible, read_inputs, stream
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
@@ -246,6 +246,7 @@ class LinesMerger:
         max_shard_size: int | str | None = None,
         progress: bool = True,
         workers: int | None = None,
+        memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
         output: str = "model",
         card_template: str | Path | None = None,
         card_data: dict[str, Any] | None = None,
@@ -261,6 +262,8 @@ class LinesMerger:
         The folder gets a model card (README.md + lines_schedule.png, see ``hf_lines.card``):
         ``card_template`` is a Jinja template path, ``card_data`` extra or overriding metadata.
         ``push_to_hub=True`` then uploads it to ``repo_id``; ``push_options`` are those of ``push_to_hub``.
+        ``memory_budget`` (bytes) caps the inputs and outputs of the tensors in flight (one tensor
+        always runs, whatever its size); ``workers`` is the number of compute threads.
         """
         from .adapters import resolve_output_format, save_merger_adapter
         from .card import check_card_fields, write_merger_card
@@ -288,6 +291,9 @@ class LinesMerger:
                     lambda n: self.tensor(n, scales[n], norms),
                     writer.write,
                     sizes={n: i.nbytes for n, i in infos.items()},
+                    # inputs and output of a tensor are alive while it is in flight
+                    costs={n: i.nbytes * (len(self.models) + 2) for n, i in infos.items()},
+                    budget=memory_budget,
                     desc=f"LiNeS {self.method.name}",
                     workers=workers,
                     progress=progress,

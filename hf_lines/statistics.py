@@ -131,7 +131,8 @@ def run_statistics(
 
         what = [w for w, on in ((method.name, do_method), ("auto alpha", do_sum or do_merged)) if on]
         statistics_pass(
-            names, observe, desc=f"statistics {pass_no} ({', '.join(what)})", progress=progress, workers=workers, sizes=sizes
+            names, observe, desc=f"statistics {pass_no} ({', '.join(what)})", progress=progress, workers=workers,
+            sizes=sizes, costs={n: b * (len(weights) + 2) for n, b in sizes.items()} if sizes else None,
         )
         if do_method:
             method_pending = bool(method.finish_statistics())

@@ -95,7 +95,7 @@ def choose_output_format(requested: str, blocker: str | None) -> str:
     if requested != "auto":
         return requested
     if blocker is not None:
-        log.info("%s: writing a full model", blocker)
+        log.debug("%s: writing a full model", blocker)
         return "model"
     return "adapter"
 
