@@ -8,7 +8,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .engine import DEFAULT_MEMORY_BUDGET, check_compatible, read_inputs, stream
+from .buffers import OutputBuffers
+from .plot import preload as preload_plotting
+from .engine import DEFAULT_MEMORY_BUDGET, default_workers, check_compatible, read_inputs, stream
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
@@ -191,12 +193,25 @@ class LinesMerger:
             self.lines = replace(self.lines, alpha=auto.value)
         self._statistics_done = True
 
-    def tensor(self, name: str, scale: float, norms: dict[str, tuple[float, float]] | None = None) -> torch.Tensor:
-        """The edited tensor ``name`` (reads only that tensor of each input); records its task-vector norms in ``norms``."""
+    def tensor(
+        self,
+        name: str,
+        scale: float,
+        norms: dict[str, tuple[float, float]] | None = None,
+        buffers: OutputBuffers | None = None,
+    ) -> torch.Tensor:
+        """The edited tensor ``name`` (reads only that tensor of each input).
+
+        Its task-vector norms go into ``norms``; with ``buffers`` the result lives in a
+        recycled buffer that the caller gives back once it is written.
+        """
         base, models = read_inputs(name, self.base.checkpoint, [m.checkpoint for m in self.models])
         if self.dtype is not None and base.is_floating_point():
             base = base.float()  # compute in float32 and round once, to the output dtype
-        out = self.method.merge(name, base, models, self.weights, scale)
+        out = None
+        if buffers is not None and self.dtype is None and base.is_floating_point():
+            out = buffers.take(name, base.shape, base.dtype)
+        out = self.method.merge(name, base, models, self.weights, scale, out=out)
         if self.dtype is not None and out.is_floating_point():
             out = out.to(self.dtype)
         if norms is not None and out.is_floating_point():
@@ -283,17 +298,27 @@ class LinesMerger:
         scales = self._prepare(progress, workers)
         infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
         norms: dict[str, tuple[float, float]] = {}
+        preload_plotting()
         with staged_folder(save_directory, overwrite) as tmp:
             writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"})
+            workers = workers or default_workers()
+            prefetch = workers + 1
+            buffers = OutputBuffers(prefetch + 1)  # one more than can be in flight: take() never waits forever
+
+            def write(name: str, tensor: torch.Tensor) -> None:
+                writer.write(name, tensor)
+                buffers.give_back(name)
+
             try:
                 stream(
                     writer.order,
-                    lambda n: self.tensor(n, scales[n], norms),
-                    writer.write,
+                    lambda n: self.tensor(n, scales[n], norms, buffers),
+                    write,
                     sizes={n: i.nbytes for n, i in infos.items()},
                     # inputs and output of a tensor are alive while it is in flight
                     costs={n: i.nbytes * (len(self.models) + 2) for n, i in infos.items()},
                     budget=memory_budget,
+                    prefetch=prefetch,
                     desc=f"LiNeS {self.method.name}",
                     workers=workers,
                     progress=progress,

@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+
+def preload() -> threading.Thread:
+    """Import matplotlib in the background (about 1 s) while the weights stream."""
+
+    def load() -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+    thread = threading.Thread(target=load, name="hf-lines-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def plot_schedule(

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from .buffers import scratch_like
 from .layers import LayerMap
 
 
@@ -23,8 +24,14 @@ def tensor_norms(
     base: torch.Tensor, out: torch.Tensor, scale: float, task_vector: Callable[[], torch.Tensor]
 ) -> tuple[float, float]:
     """(||tau_MTL||, ||out - base||) of one tensor; tau_MTL is recomputed only where lambda = 0."""
-    # In the stored dtype: the difference of close values is exact, and the norm is a report, not an input.
-    after = float(torch.linalg.vector_norm(out - base.to(out.dtype)))
+    # In the stored dtype (the difference of close values is exact) and in recycled memory:
+    # the norm is a report, and must not cost as much as the edit it reports on.
+    diff = scratch_like(out)
+    if base.dtype == out.dtype:
+        torch.sub(out, base, out=diff)
+    else:
+        diff.copy_(out - base.to(out.dtype))
+    after = float(torch.linalg.vector_norm(diff))
     if scale != 0:
         return after / abs(scale), after
     return float(torch.linalg.vector_norm(task_vector())), after

@@ -12,8 +12,10 @@ import torch
 BLOCK = 1 << 20
 
 
-def lines_edit(base: torch.Tensor, finetuned: torch.Tensor, scale: float) -> torch.Tensor:
-    """base + scale * (finetuned - base) in base's dtype.
+def lines_edit(
+    base: torch.Tensor, finetuned: torch.Tensor, scale: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """base + scale * (finetuned - base) in base's dtype, into ``out`` when given.
 
     For matching floating dtypes ``torch.lerp`` does this in one fused pass with float32
     internal precision (as fast as a copy); otherwise it goes through float32 explicitly.
@@ -21,20 +23,25 @@ def lines_edit(base: torch.Tensor, finetuned: torch.Tensor, scale: float) -> tor
     if not base.is_floating_point():
         return base.clone()
     if finetuned.dtype == base.dtype:
-        return torch.lerp(base, finetuned, float(scale))
-    b32 = base.float()
-    return torch.lerp(b32, finetuned.float(), float(scale)).to(base.dtype)
+        return torch.lerp(base, finetuned, float(scale), out=out)
+    result = torch.lerp(base.float(), finetuned.float(), float(scale)).to(base.dtype)
+    return result if out is None else out.copy_(result)
 
 
 def weighted_sum_edit(
-    base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], scale: float, block: int = BLOCK
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    scale: float,
+    block: int = BLOCK,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """base + scale * sum_i w_i (m_i - base), accumulated in float32 block by block."""
+    """base + scale * sum_i w_i (m_i - base), accumulated in float32 block by block, into ``out`` when given."""
     if not base.is_floating_point():
         return base.clone()
     if len(models) == 1:
-        return lines_edit(base, models[0], scale * weights[0])
-    out = torch.empty_like(base)
+        return lines_edit(base, models[0], scale * weights[0], out=out)
+    out = torch.empty_like(base) if out is None else out
     b, o = base.reshape(-1), out.view(-1)
     flat = [m.reshape(-1) for m in models]
     for start in range(0, b.numel(), block):
@@ -60,13 +67,14 @@ def task_vector_sum(
     return acc
 
 
-def add_scaled(base: torch.Tensor, tau: torch.Tensor, scale: float) -> torch.Tensor:
-    """base + scale * tau in base's dtype; tau in float32."""
+def add_scaled(base: torch.Tensor, tau: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """base + scale * tau in base's dtype, into ``out`` when given; tau in float32."""
     if not base.is_floating_point():
         return base.clone()
     # torch.add allocates (base.float() would be base itself for float32 inputs, which must stay
     # untouched) and promotes a half-precision base to float32 exactly, with no float32 copy of it
-    return torch.add(base, tau, alpha=float(scale)).to(base.dtype)
+    result = torch.add(base, tau, alpha=float(scale)).to(base.dtype)
+    return result if out is None else out.copy_(result)
 
 
 def is_finite(t: torch.Tensor) -> bool:

@@ -71,14 +71,20 @@ class MergeMethod:
         return l1_norm(self.task_vector(name, base, models, weights))
 
     def merge(
-        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], scale: float
+        self,
+        name: str,
+        base: torch.Tensor,
+        models: Sequence[torch.Tensor],
+        weights: Sequence[float],
+        scale: float,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """theta_0 + scale * tau_MTL in base's dtype."""
+        """theta_0 + scale * tau_MTL in base's dtype, written into ``out`` (shaped like base) when given."""
         from .arithmetic import add_scaled
 
         if not base.is_floating_point():
             return base.clone()
-        return add_scaled(base, self.task_vector(name, base, models, weights), scale)
+        return add_scaled(base, self.task_vector(name, base, models, weights), scale, out=out)
 
     def statistics_record(self) -> dict[str, Any]:
         """Whole-model numbers the statistics pass found (e.g. TIES' global thresholds), for the saved record."""

@@ -67,11 +67,11 @@ class TaskArithmetic(MergeMethod):
 
         return sum_l1_norm(base, models, self._weights(weights))  # slice by slice, no full-size tau
 
-    def merge(self, name, base, models, weights, scale):
+    def merge(self, name, base, models, weights, scale, out=None):
         if self.dare is not None:
-            return super().merge(name, base, models, weights, scale)
+            return super().merge(name, base, models, weights, scale, out=out)
         # fused path: no float32 tau is materialised
-        return weighted_sum_edit(base, models, self._weights(weights), scale)
+        return weighted_sum_edit(base, models, self._weights(weights), scale, out=out)
 
 
 @register_method

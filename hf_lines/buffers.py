@@ -1,0 +1,63 @@
+"""Reusable tensor memory for the streaming hot path.
+
+A fresh multi-megabyte tensor is fresh pages from the kernel, and touching them costs
+page faults: about 0.6 s per GB on a 2-core machine, as much as the LiNeS arithmetic
+itself. Outputs and scratch space are therefore recycled between tensors.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+import torch
+
+
+def _view(buffer: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    n = 1
+    for d in shape:
+        n *= d
+    return buffer[: n * dtype.itemsize].view(dtype).view(shape)
+
+
+class OutputBuffers:
+    """``count`` byte buffers handed out one per tensor in flight and returned once written.
+
+    ``take`` blocks while all are out, so a pool one larger than the tensors that may be
+    in flight never deadlocks. Buffers grow to the largest tensor they have held.
+    """
+
+    def __init__(self, count: int):
+        self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(torch.empty(0, dtype=torch.uint8))
+        self._lent: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        buffer = self._free.get()
+        nbytes = dtype.itemsize
+        for d in shape:
+            nbytes *= d
+        if buffer.numel() < nbytes:
+            buffer = torch.empty(nbytes, dtype=torch.uint8)
+        with self._lock:
+            self._lent[key] = buffer
+        return _view(buffer, shape, dtype)
+
+    def give_back(self, key: str) -> None:
+        with self._lock:
+            buffer = self._lent.pop(key, None)
+        if buffer is not None:
+            self._free.put(buffer)
+
+
+_scratch = threading.local()
+
+
+def scratch_like(t: torch.Tensor) -> torch.Tensor:
+    """A per-thread temporary shaped like ``t``; valid until this thread asks for the next one."""
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < t.numel() * t.element_size():
+        buffer = torch.empty(t.numel() * t.element_size(), dtype=torch.uint8)
+        _scratch.buffer = buffer
+    return _view(buffer, t.shape, t.dtype)
