@@ -64,6 +64,17 @@ def read_inputs(name: str, base: Checkpoint, models: Sequence[Checkpoint]) -> tu
 DEFAULT_MEMORY_BUDGET = 512 << 20
 
 
+def compute_device(device: str | torch.device | None) -> torch.device:
+    """The device the arithmetic runs on: CPU by default, "auto" lets accelerate choose (a GPU when present)."""
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        from accelerate import PartialState
+
+        return PartialState().device
+    return torch.device(device)
+
+
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from .buffers import OutputBuffers
+from .engine import compute_device
 from .plot import preload as preload_plotting
 from .engine import DEFAULT_MEMORY_BUDGET, default_workers, check_compatible, read_inputs, stream
 from .layers import LayerMap
@@ -199,13 +200,17 @@ class LinesMerger:
         scale: float,
         norms: dict[str, tuple[float, float]] | None = None,
         buffers: OutputBuffers | None = None,
+        device: torch.device | None = None,
     ) -> torch.Tensor:
-        """The edited tensor ``name`` (reads only that tensor of each input).
+        """The edited tensor ``name`` (reads only that tensor of each input), on the CPU.
 
         Its task-vector norms go into ``norms``; with ``buffers`` the result lives in a
-        recycled buffer that the caller gives back once it is written.
+        recycled buffer that the caller gives back once it is written; ``device`` is where
+        the arithmetic runs.
         """
         base, models = read_inputs(name, self.base.checkpoint, [m.checkpoint for m in self.models])
+        if device is not None and device.type != "cpu":
+            base, models = base.to(device), [m.to(device) for m in models]
         if self.dtype is not None and base.is_floating_point():
             base = base.float()  # compute in float32 and round once, to the output dtype
         out = None
@@ -216,7 +221,7 @@ class LinesMerger:
             out = out.to(self.dtype)
         if norms is not None and out.is_floating_point():
             norms[name] = tensor_norms(base, out, scale, lambda: self.method.task_vector(name, base, models, self.weights))
-        return out
+        return out.cpu()
 
     def block_norms(self) -> list[BlockNorm]:
         """Per-block ||tau|| before and after scaling, from the last ``save_pretrained``."""
@@ -262,6 +267,7 @@ class LinesMerger:
         progress: bool = True,
         workers: int | None = None,
         memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+        device: str | torch.device | None = None,
         output: str = "model",
         card_template: str | Path | None = None,
         card_data: dict[str, Any] | None = None,
@@ -278,7 +284,8 @@ class LinesMerger:
         ``card_template`` is a Jinja template path, ``card_data`` extra or overriding metadata.
         ``push_to_hub=True`` then uploads it to ``repo_id``; ``push_options`` are those of ``push_to_hub``.
         ``memory_budget`` (bytes) caps the inputs and outputs of the tensors in flight (one tensor
-        always runs, whatever its size); ``workers`` is the number of compute threads.
+        always runs, whatever its size); ``workers`` is the number of compute threads;
+        ``device`` is where the arithmetic runs ("cuda", "auto" for accelerate's choice; default CPU).
         """
         from .adapters import resolve_output_format, save_merger_adapter
         from .card import check_card_fields, write_merger_card
@@ -309,10 +316,11 @@ class LinesMerger:
                 writer.write(name, tensor)
                 buffers.give_back(name)
 
+            on = compute_device(device)
             try:
                 stream(
                     writer.order,
-                    lambda n: self.tensor(n, scales[n], norms, buffers),
+                    lambda n: self.tensor(n, scales[n], norms, buffers if on.type == "cpu" else None, on),
                     write,
                     sizes={n: i.nbytes for n, i in infos.items()},
                     # inputs and output of a tensor are alive while it is in flight

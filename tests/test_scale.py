@@ -116,3 +116,27 @@ def test_cli_scale(family_models, tmp_path, capsys):
     assert "lambda" in printed and str(out) in printed
     merger = LinesMerger.from_pretrained(base, [ft], alpha=0.3, beta=0.4)
     assert_close_dict(load_folder(out), merger.state_dict())
+
+
+@pytest.mark.parametrize("options", [
+    dict(workers=1),
+    dict(workers=3, memory_budget=1),  # a budget below every tensor: one tensor in flight at a time
+    dict(device="auto"),  # accelerate's choice: the CPU here, a GPU where there is one
+    dict(device="cpu", memory_budget=10**12),
+])
+def test_run_options_do_not_change_bytes(options, family_models, tmp_path):
+    base, (ft,) = family_models("llama", dtype=torch.bfloat16)
+    merger = LinesMerger.from_pretrained(base, [ft], alpha=0.2, beta=0.7)
+    reference = merger.save_pretrained(tmp_path / "default", progress=False)
+    other = merger.save_pretrained(tmp_path / "other", progress=False, **options)
+    assert (other / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+def test_cli_run_options(family_models, tmp_path):
+    base, (ft,) = family_models("llama")
+    args = ["scale", str(base), str(ft), "-o", str(tmp_path / "o"), "--alpha", "0.3", "--beta", "0.4", "-q",
+            "--workers", "1", "--memory-budget", "64KB", "--device", "cpu", "--max-shard-size", "40KB"]
+    assert main(args) == 0
+    assert (tmp_path / "o" / "model.safetensors.index.json").exists()
+    merger = LinesMerger.from_pretrained(base, [ft], alpha=0.3, beta=0.4)
+    assert_close_dict(load_folder(tmp_path / "o"), merger.state_dict())

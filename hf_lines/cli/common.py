@@ -19,10 +19,34 @@ def add_lines_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
 def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder (written elsewhere first, moved in when complete)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
-    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 2GB (default 5GB)")
+    p.add_argument("--max-shard-size", default=None, help="largest safetensors shard, e.g. 2GB (default: a recipe's, else 5GB)")
     p.add_argument("--workers", type=int, default=None, help="threads that read and compute ahead (default: cores, max 4)")
+    p.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                   help="memory that tensors in flight may hold, e.g. 512MB (default); one tensor always runs")
+    p.add_argument("--device", default=None,
+                   help="where to compute: cpu (default), cuda, cuda:1, or auto (accelerate's choice)")
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # prefer HF_TOKEN or `huggingface-cli login`
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _size(text: str) -> int:
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    try:
+        return parse_size_to_int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The ``save_pretrained`` keywords that add_output_args and add_publish_args collect."""
+    options = dict(
+        overwrite=args.overwrite, max_shard_size=args.max_shard_size, progress=not args.quiet,
+        workers=args.workers, device=args.device, card_template=getattr(args, "card_template", None),
+    )
+    if args.memory_budget is not None:
+        options["memory_budget"] = args.memory_budget
+    return options
 
 
 def format_table(header: list[str], rows: list[list[object]]) -> str:

@@ -5,7 +5,7 @@ import argparse
 
 from ..adapters.cli import add_output_format_arg
 from ..merger import LinesMerger
-from .common import add_publish_args, format_table, publish
+from .common import add_output_args, add_publish_args, format_table, publish, run_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The recipe is saved beside the output as hf_lines_recipe.yaml.",
     )
     p.add_argument("recipe", help="YAML recipe: base_model, models, method, method_options, lines, dtype, output")
-    p.add_argument("-o", "--output", required=True, help="output folder (written elsewhere first, moved in when complete)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
-    p.add_argument("--max-shard-size", default=None, help="largest safetensors shard (default: the recipe's, else 5GB)")
-    p.add_argument("--workers", type=int, default=None, help="threads that read and compute ahead (default: cores, max 4)")
-    p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # prefer HF_TOKEN or `huggingface-cli login`
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_output_args(p)
     add_output_format_arg(p)
     add_publish_args(p)
     p.set_defaults(func=run)
@@ -29,10 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     merger = LinesMerger.from_recipe(args.recipe, token=args.token)
-    out = merger.save_pretrained(
-        args.output, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
-        progress=not args.quiet, workers=args.workers, card_template=args.card_template, output=args.output_format,
-    )
+    out = merger.save_pretrained(args.output, output=args.output_format, **run_options(args))
     print_merge_summary(merger)
     print(f"wrote {out}")
     publish(args, out)

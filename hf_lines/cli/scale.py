@@ -6,7 +6,7 @@ import argparse
 from ..adapters import plan_output_format, scale_adapter
 from ..adapters.cli import add_output_format_arg, print_adapter_summary
 from ..merger import LinesMerger
-from .common import add_lines_args, add_output_args, add_publish_args, format_table, publish
+from .common import add_lines_args, add_output_args, add_publish_args, format_table, publish, run_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
         args.base, [args.finetuned], alpha=args.alpha, beta=args.beta, policy=args.policy,
         stacks=args.stacks, token=args.token,
     )
-    out = merger.save_pretrained(
-        args.output, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
-        progress=not args.quiet, workers=args.workers, output="model", card_template=args.card_template,
-    )
+    out = merger.save_pretrained(args.output, output="model", **run_options(args))
     print_summary(merger, out)
     publish(args, out)
     return 0
