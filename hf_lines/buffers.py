@@ -56,6 +56,8 @@ _scratch = threading.local()
 
 def scratch_like(t: torch.Tensor) -> torch.Tensor:
     """A per-thread temporary shaped like ``t``; valid until this thread asks for the next one."""
+    if t.device.type != "cpu":  # accelerator allocators already cache memory
+        return torch.empty_like(t)
     buffer = getattr(_scratch, "buffer", None)
     if buffer is None or buffer.numel() < t.numel() * t.element_size():
         buffer = torch.empty(t.numel() * t.element_size(), dtype=torch.uint8)
