@@ -324,7 +324,7 @@ class LinesMerger:
                     write,
                     sizes={n: i.nbytes for n, i in infos.items()},
                     # inputs and output of a tensor are alive while it is in flight
-                    costs={n: i.nbytes * (len(self.models) + 2) for n, i in infos.items()},
+                    costs={n: i.nbytes * (len(self.models) + 2) + self.method.working_bytes(i.numel) for n, i in infos.items()},
                     budget=memory_budget,
                     prefetch=prefetch,
                     desc=f"LiNeS {self.method.name}",

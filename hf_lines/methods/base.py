@@ -59,7 +59,7 @@ class MergeMethod:
     def task_vector(
         self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
     ) -> torch.Tensor:
-        """tau_MTL for one tensor, float32."""
+        """tau_MTL for one tensor: a new float32 tensor that the caller may modify."""
         raise NotImplementedError
 
     def task_vector_l1(
@@ -80,11 +80,15 @@ class MergeMethod:
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """theta_0 + scale * tau_MTL in base's dtype, written into ``out`` (shaped like base) when given."""
-        from .arithmetic import add_scaled
-
         if not base.is_floating_point():
             return base.clone()
-        return add_scaled(base, self.task_vector(name, base, models, weights), scale, out=out)
+        # task_vector hands over a fresh float32 tensor: reuse it for the sum (no second full-size temporary)
+        edited = self.task_vector(name, base, models, weights).mul_(float(scale)).add_(base)
+        return edited.to(base.dtype) if out is None else out.copy_(edited)
+
+    def working_bytes(self, numel: int) -> int:
+        """Memory ``merge`` needs besides its inputs and output: the float32 tau_MTL by default."""
+        return 4 * numel
 
     def statistics_record(self) -> dict[str, Any]:
         """Whole-model numbers the statistics pass found (e.g. TIES' global thresholds), for the saved record."""

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .arithmetic import task_vector_sum, weighted_sum_edit
+from .arithmetic import BLOCK, task_vector_sum, weighted_sum_edit
 from .base import MergeMethod, register_method
 from .dare import DareOptions
 from .task_vectors import iter_task_vectors
@@ -66,6 +66,10 @@ class TaskArithmetic(MergeMethod):
         from ..statistics import sum_l1_norm
 
         return sum_l1_norm(base, models, self._weights(weights))  # slice by slice, no full-size tau
+
+    def working_bytes(self, numel: int) -> int:
+        # the fused path accumulates in float32 slices of BLOCK entries
+        return super().working_bytes(numel) if self.dare is not None else 8 * min(numel, BLOCK)
 
     def merge(self, name, base, models, weights, scale, out=None):
         if self.dare is not None:

@@ -44,11 +44,15 @@ class TensorInfo:
     dtype: torch.dtype
 
     @property
-    def nbytes(self) -> int:
+    def numel(self) -> int:
         n = 1
         for d in self.shape:
             n *= d
-        return n * self.dtype.itemsize
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
 
 
 def natural_key(name: str) -> list[Any]:
