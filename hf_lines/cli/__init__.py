@@ -9,7 +9,7 @@ from importlib import import_module
 from ..errors import LinesError
 
 # Subcommand modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMANDS = ("layers", "scale", "merge", "demo", "push")
+COMMANDS = ("layers", "scale", "merge", "demo", "push", "soup", "evaluate", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
