@@ -88,7 +88,7 @@ def single_task(bench, tasks: dict, gammas: list[float]) -> dict:
 
 def _summary(r, point, target: str) -> dict:
     """Test numbers of a point or a reference model: target and mean control accuracy, raw and normalized."""
-    values = r._values(point, "test")  # noqa: SLF001 (the result's own lookup: point or reference name)
+    values = r.task_values(point, "test")
     d = r.normalized(point, "test")
     controls = [c for c in values if c != target]
     out = {"target_acc": values[target], "control_acc": mean(values[c] for c in controls),
@@ -132,7 +132,7 @@ def _pct(x: float) -> str:
 def markdown(claim1: dict, claim2: dict, meta: dict) -> str:
     tasks = list(claim1["per_task"])
     rows = list(next(iter(claim1["per_task"].values())))
-    lines = ["### Claim 1: LiNeS reduces forgetting (single-task edits)", "",
+    lines = ["### Claim 1 (forgetting): LiNeS vs WiSE-FT on single-task edits", "",
              f"Mean over the {len(tasks)} fine-tuned tasks, test data (%). Control = the other {len(tasks) - 1} tasks; "
              "target normalized by the fine-tuned model, control by the zero-shot model.", "",
              "| model | target acc | control acc | target (normalized) | control (normalized) |",
@@ -148,7 +148,7 @@ def markdown(claim1: dict, claim2: dict, meta: dict) -> str:
         cell = lambda k: f"{_pct(r[k]['target_norm'])} / {_pct(r[k]['control_norm'])}"  # noqa: E731
         lines.append(f"| {t} | {_pct(r['zero-shot']['target_acc'])} | {cell('fine-tuned')} | "
                      f"{cell(WISE_MATCHED)} (γ={r[WISE_MATCHED]['alpha']:.1f}) | {cell(LINES)} (γ={r[LINES]['alpha']:.1f}) |")
-    lines += ["", "### Claim 2: LiNeS improves multi-task merging", "",
+    lines += ["", "### Claim 2 (merging): task arithmetic, TIES and Consensus with and without LiNeS", "",
               f"Normalized accuracy (acc / the task's fine-tuned acc, %) of one model merged from {len(tasks)} fine-tunes, "
               "test data; coefficients chosen on validation.", "",
               "| method | " + " | ".join(tasks) + " | average | coefficients |", "| --- |" + " ---: |" * (len(tasks) + 2)]

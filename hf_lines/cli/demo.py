@@ -14,15 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, default=None, help="with --alpha: this beta (default 0)")
     p.add_argument("--target", default=DEMO_TARGET, help=f"the task to fine-tune on (default {DEMO_TARGET})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a 4-block model trained in seconds (for smoke tests)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("hf-lines demo: pre-train a 6-block GPT-2-style classifier on 13 primitive sequence tasks, give 8 new tasks\n"
+    blocks = 4 if args.quick else 6
+    print(f"hf-lines demo: pre-train a {blocks}-block GPT-2-style classifier on 13 primitive sequence tasks, give 8 new tasks\n"
           f"frozen zero-shot heads, fine-tune on {args.target!r}, then pick LiNeS' gamma on validation data.\n")
     r = run_demo(args.output, args.alpha, args.beta, overwrite=args.overwrite, target=args.target, seed=args.seed,
-                 log=lambda m: print("  " + m, flush=True))
+                 quick=args.quick, log=lambda m: print("  " + m, flush=True))
     print(f"\ntest accuracy (target: {r.target}; control: the other 7 tasks, mean):\n")
     print(format_table(["model", "target acc", "control acc", "target / fine-tuned", "control / zero-shot"],
                        [[a["model"], a["target_acc"], a["control_acc"], a["target_norm"], a["control_norm"]]

@@ -75,10 +75,11 @@ class SweepResult:
 
     def normalized(self, point: Point | str, split: str = "validation") -> dict[str, float]:
         """The rule's normalized values (``target_normalized``/``control_normalized``, or per task) of a point or a reference model."""
-        values = self._values(point, split)
+        values = self.task_values(point, split)
         return self.rule.details(values, self.references[split]) if values is not None else {}
 
-    def _values(self, point: Point | str, split: str) -> dict[str, float] | None:
+    def task_values(self, point: Point | str, split: str) -> dict[str, float] | None:
+        """task -> primary metric of a point or of a reference model ("zero-shot", "fine-tuned") on ``split``."""
         if isinstance(point, Point):
             return point.values(split, self.primary)
         ref = self.reference_metrics.get(split, {}).get(point)
