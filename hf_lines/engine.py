@@ -48,16 +48,28 @@ def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
                 )
 
 
-def read_inputs(name: str, base: Checkpoint, models: Sequence[Checkpoint]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Base and fine-tuned tensors for ``name``, refusing NaN or infinity."""
+def read_inputs(
+    name: str, base: Checkpoint, models: Sequence[Checkpoint], check: bool = True
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Base and fine-tuned tensors for ``name``, refusing NaN or infinity.
+
+    ``check=False`` leaves the check to the caller: the fused kernels see every value
+    anyway and report non-finite inputs for free, so ``check_finite`` runs only then.
+    """
     tensors = [base.get(name)] + [m.get(name) for m in models]
-    for ckpt, t in zip([base, *models], tensors):
+    if check:
+        check_finite(name, [base, *models], tensors)
+    return tensors[0], tensors[1:]
+
+
+def check_finite(name: str, checkpoints: Sequence[Checkpoint], tensors: Sequence[torch.Tensor]) -> None:
+    """Raise ``NonFiniteError`` naming the checkpoint whose tensor ``name`` holds NaN or infinity."""
+    for ckpt, t in zip(checkpoints, tensors):
         if not is_finite(t):
             raise NonFiniteError(
                 f"tensor {name!r} of {ckpt.label} holds NaN or infinite values; "
                 "its task vector is undefined: check or re-export that checkpoint"
             )
-    return tensors[0], tensors[1:]
 
 
 # Bytes of inputs and outputs that tensors in flight may hold together (one always may run).

@@ -11,7 +11,7 @@ import torch
 from .buffers import OutputBuffers
 from .engine import compute_device
 from .plot import preload as preload_plotting
-from .engine import DEFAULT_MEMORY_BUDGET, default_workers, check_compatible, read_inputs, stream
+from .engine import DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, default_workers, read_inputs, stream
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
@@ -181,13 +181,14 @@ class LinesMerger:
         base, models = self.base.checkpoint, [m.checkpoint for m in self.models]
         auto = run_statistics(
             base.names(),
-            lambda n: read_inputs(n, base, models),
+            lambda n: read_inputs(n, base, models, check=False),
             self.method,
             self.weights,
             auto_alpha=self.lines.alpha == "auto",
             progress=progress,
             workers=workers,
             sizes={n: base.info(n).nbytes for n in base.names()},
+            check=lambda n, b, ms: check_finite(n, [base, *models], [b, *ms]),
         )
         if auto is not None:
             self.auto_alpha = auto
@@ -208,8 +209,24 @@ class LinesMerger:
         recycled buffer that the caller gives back once it is written; ``device`` is where
         the arithmetic runs.
         """
-        base, models = read_inputs(name, self.base.checkpoint, [m.checkpoint for m in self.models])
-        if device is not None and device.type != "cpu":
+        checkpoints = [self.base.checkpoint, *[m.checkpoint for m in self.models]]
+        base, models = read_inputs(name, checkpoints[0], checkpoints[1:], check=False)
+        on_cpu = device is None or device.type == "cpu"
+        if on_cpu and base.is_floating_point() and self.dtype in (None, base.dtype):
+            # one fused pass: the edit, its norms and the finiteness check (hf_lines.kernels)
+            out = buffers.take(name, base.shape, base.dtype) if buffers is not None else None
+            fused = self.method.fused_merge(name, base, models, self.weights, scale, out=out)
+            if fused is not None:
+                out, stats = fused
+                if not stats.finite:
+                    check_finite(name, checkpoints, [base, *models])  # raises, naming the checkpoint
+                if norms is not None:
+                    norms[name] = stats.norms
+                return out
+            if buffers is not None:
+                buffers.give_back(name)
+        check_finite(name, checkpoints, [base, *models])
+        if not on_cpu:
             base, models = base.to(device), [m.to(device) for m in models]
         if self.dtype is not None and base.is_floating_point():
             base = base.float()  # compute in float32 and round once, to the output dtype

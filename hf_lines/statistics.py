@@ -103,8 +103,13 @@ def run_statistics(
     progress: bool = True,
     workers: int | None = None,
     sizes: dict[str, int] | None = None,
+    check: Callable[[str, torch.Tensor, list[torch.Tensor]], None] | None = None,
 ) -> AutoAlpha | None:
-    """Run the statistics passes ``method`` and auto alpha need; returns the auto-alpha numbers when asked."""
+    """Run the statistics passes ``method`` and auto alpha need; returns the auto-alpha numbers when asked.
+
+    ``check(name, base, models)`` refuses non-finite inputs; it runs for the tensors whose
+    values the method's fused kernels did not already find finite (``read`` need not check).
+    """
     method_pending = bool(method.needs_statistics)
     sum_norms = L1Norms() if auto_alpha else None
     merged_norms = L1Norms() if auto_alpha else None
@@ -122,8 +127,9 @@ def run_statistics(
             base, models = read(name)
             if not base.is_floating_point():
                 return
-            if do_method:
-                method.observe(name, base, models, weights)
+            verified = bool(do_method and method.observe(name, base, models, weights))
+            if not verified and check is not None:
+                check(name, base, models)
             if do_sum:
                 sum_norms.add(name, sum_l1_norm(base, models, weights))
             if do_merged:

@@ -6,9 +6,12 @@ TIES threshold, auto alpha) declare it and get a statistics pass first.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from ..kernels import KernelStats
 
 METHODS: dict[str, type["MergeMethod"]] = {}
 
@@ -46,11 +49,13 @@ class MergeMethod:
     def check_inputs(self, num_models: int) -> None:
         """Refuse a number of fine-tuned models the options do not fit (raise ValueError)."""
 
-    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> None:
+    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> bool | None:
         """Statistics pass: called once per floating tensor before any output is written.
 
         Calls may come from several threads at once: accumulate under a lock, in a way
-        whose result does not depend on the order of the tensors.
+        whose result does not depend on the order of the tensors. Return True when every
+        input value was seen and found finite (a fused kernel's check), so the caller
+        need not check them again.
         """
 
     def finish_statistics(self) -> bool | None:
@@ -85,6 +90,20 @@ class MergeMethod:
         # task_vector hands over a fresh float32 tensor: reuse it for the sum (no second full-size temporary)
         edited = self.task_vector(name, base, models, weights).mul_(float(scale)).add_(base)
         return edited.to(base.dtype) if out is None else out.copy_(edited)
+
+    def fused_merge(
+        self,
+        name: str,
+        base: torch.Tensor,
+        models: Sequence[torch.Tensor],
+        weights: Sequence[float],
+        scale: float,
+        out: torch.Tensor | None = None,
+    ) -> "tuple[torch.Tensor, KernelStats] | None":
+        """``merge`` in one pass by the fused CPU kernels (``hf_lines.kernels``), with the norms and
+        finiteness they measured on the way; None where they do not apply (the caller then uses ``merge``).
+        """
+        return None
 
     def working_bytes(self, numel: int) -> int:
         """Memory ``merge`` needs besides its inputs and output: the float32 tau_MTL by default."""

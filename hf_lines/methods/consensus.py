@@ -99,8 +99,8 @@ class Consensus(MergeMethod):
     def needs_statistics(self) -> bool:  # type: ignore[override]
         return self.inner.needs_statistics
 
-    def observe(self, name, base, models, weights) -> None:
-        self.inner.observe(name, base, models, weights)
+    def observe(self, name, base, models, weights) -> bool | None:
+        return self.inner.observe(name, base, models, weights)
 
     def finish_statistics(self) -> bool | None:
         return self.inner.finish_statistics()

@@ -130,6 +130,27 @@ class KthMagnitude:
             with self._lock:
                 self.low_counts += low
 
+    def add_histogram(self, counts: torch.Tensor, inexact: torch.Tensor | None = None, low: torch.Tensor | None = None) -> None:
+        """Count values that were histogrammed elsewhere (the fused kernels), in the current pass.
+
+        Pass 1 takes ``counts`` and ``inexact`` over this tracker's bins (``bits >> shift``);
+        pass 2 takes ``low``, the histogram of the low bits inside ``bin_to_refine``.
+        """
+        if self.threshold is not None:
+            raise RuntimeError("threshold already known")
+        with self._lock:
+            if self.low_counts is None:
+                self.counts += counts
+                self.inexact += inexact
+                self.total += int(counts.sum())
+            else:
+                self.low_counts += low
+
+    @property
+    def bin_to_refine(self) -> int | None:
+        """The bin whose low bits pass 2 histograms (None in pass 1)."""
+        return self._bin if self.low_counts is not None else None
+
     def finish(self) -> bool:
         """End a pass; True when one more pass over the same values is needed."""
         if self.low_counts is None:

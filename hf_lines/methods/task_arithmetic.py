@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import kernels
 from .arithmetic import BLOCK, task_vector_sum, weighted_sum_edit
 from .base import MergeMethod, register_method
 from .dare import DareOptions
@@ -70,6 +71,11 @@ class TaskArithmetic(MergeMethod):
     def working_bytes(self, numel: int) -> int:
         # the fused path accumulates in float32 slices of BLOCK entries
         return super().working_bytes(numel) if self.dare is not None else 8 * min(numel, BLOCK)
+
+    def fused_merge(self, name, base, models, weights, scale, out=None):
+        if self.dare is not None:
+            return None
+        return kernels.weighted_sum_edit(base, models, self._weights(weights), scale, out=out)
 
     def merge(self, name, base, models, weights, scale, out=None):
         if self.dare is not None:

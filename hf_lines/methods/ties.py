@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import kernels
 from .base import MergeMethod, register_method
 from .dare import DareOptions
 from .kth_magnitude import KthMagnitude
@@ -146,6 +147,8 @@ def tensor_thresholds(
         dare: DARE each task vector first, when given.
     """
     trackers = [KthMagnitude(density) for _ in models]
+    if dare is None and fused_histograms(trackers, base, models, weights) is not None:
+        return [float(k.threshold) for k in trackers]  # type: ignore[arg-type]
     active = list(range(len(models)))
     while active:
         for _, _, taus in iter_task_vectors(name, base, models, weights, dare):
@@ -153,6 +156,50 @@ def tensor_thresholds(
                 trackers[t].add(taus[t])
         active = [t for t in active if trackers[t].finish()]
     return [float(k.threshold) for k in trackers]  # type: ignore[arg-type]
+
+
+def fused_histograms(
+    trackers: Sequence[KthMagnitude], base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+) -> bool | None:
+    """Every pass the trackers need over one tensor, by the fused kernels: per-tensor thresholds.
+
+    Returns whether every value was finite, or None where the kernels do not apply.
+    """
+    finite = observe_histograms(trackers, base, models, weights)
+    if finite is None:
+        return None
+    while any([k.finish() for k in trackers if k.needs_values]):
+        if observe_histograms(trackers, base, models, weights) is None:
+            return None
+    return finite
+
+
+def observe_histograms(
+    trackers: Sequence[KthMagnitude], base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+) -> bool | None:
+    """Count one tensor in the current pass of each tracker that needs values; True when all were finite.
+
+    None where the kernels do not apply (nothing was counted then).
+    """
+    wanted = [t for t, k in enumerate(trackers) if k.needs_values]
+    if not wanted:
+        return True
+    shift = trackers[wanted[0]].shift
+    refine = [t for t in wanted if trackers[t].bin_to_refine is not None]
+    if not refine:  # pass 1 for every task at once: the base is read once
+        hist = kernels.ties_histograms(base, models, weights, shift)
+        if hist is None:
+            return None
+        counts, inexact, finite = hist
+        for t in wanted:
+            trackers[t].add_histogram(counts[t], inexact[t])
+        return finite
+    lows = [kernels.ties_low_histogram(base, models[t], weights[t], shift, trackers[t].bin_to_refine) for t in refine]
+    if any(low is None for low in lows):
+        return None
+    for t, low in zip(refine, lows):
+        trackers[t].add_histogram(None, low=low)
+    return None if len(refine) < len(wanted) else True
 
 
 @register_method
@@ -209,14 +256,19 @@ class Ties(MergeMethod):
                 self._kth = [KthMagnitude(self.density) for _ in range(n)]
             return self._kth
 
-    def observe(self, name, base, models, weights) -> None:
+    def observe(self, name, base, models, weights) -> bool | None:
         trackers = self._trackers(len(models))
         wanted = [t for t, k in enumerate(trackers) if k.needs_values]
         if not wanted:
-            return
+            return None
+        if self.dare is None:
+            finite = observe_histograms(trackers, base, models, weights)
+            if finite is not None:
+                return finite
         for _, _, taus in iter_task_vectors(name, base, models, weights, self.dare):
             for t in wanted:
                 trackers[t].add(taus[t])
+        return None
 
     def finish_statistics(self) -> bool:
         trackers = self._trackers(0) if self._kth is not None else []
@@ -240,6 +292,12 @@ class Ties(MergeMethod):
         if thresholds is None:
             raise RuntimeError("TIES with trim 'global' needs its statistics pass first (LinesMerger runs it)")
         return thresholds
+
+    def fused_merge(self, name, base, models, weights, scale, out=None):
+        if self.dare is not None or not kernels.available():
+            return None
+        thresholds = self._thresholds_for(name, base, models, weights)
+        return kernels.ties_edit(base, models, weights, thresholds, scale, self.aggregate, out=out)
 
     def task_vector(self, name, base, models, weights) -> torch.Tensor:
         thresholds = self._thresholds_for(name, base, models, weights)

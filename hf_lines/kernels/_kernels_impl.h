@@ -1,0 +1,244 @@
+/* Kernel bodies for one storage type; _native.c includes this file once per dtype with
+ *   T      the stored element type,
+ *   LOAD   T -> float (exact),
+ *   STORE  float -> T (round to nearest even, as torch),
+ *   NAME   a token pasted onto every function name.
+ *
+ * stats[0] += ||tau_MTL||^2, stats[1] += ||out - base||^2 (from the rounded output),
+ * stats[2] += a probe that is NaN when any input value is NaN or infinite.
+ */
+#define FN2(a, b) a##_##b
+#define FN1(a, b) FN2(a, b)
+#define FN(a) FN1(a, NAME)
+
+/* out = base + s * (ft - base); tau = ft - base. */
+HOT static void FN(lerp)(const T *b, const T *m, T *o, int64_t n, float s, double *stats) {
+    float bb[BLK], mm[BLK], tau[BLK], d[BLK];
+    double st0 = 0, st1 = 0;
+    float probe = 0.0f;
+    for (int64_t start = 0; start < n; start += BLK) {
+        const int64_t len = n - start < BLK ? n - start : BLK;
+        const T *bp = b + start, *mp = m + start;
+        T *op = o + start;
+        for (int64_t j = 0; j < len; j++) {
+            bb[j] = LOAD(bp[j]);
+            mm[j] = LOAD(mp[j]);
+        }
+        for (int64_t j = 0; j < len; j++) {
+            tau[j] = mm[j] - bb[j];
+            const T r = STORE(bb[j] + s * tau[j]);
+            op[j] = r;
+            d[j] = LOAD(r) - bb[j];
+        }
+        st0 += sumsq(tau, len);
+        st1 += sumsq(d, len);
+        probe += nonfinite_probe(bb, len) + nonfinite_probe(mm, len);
+    }
+    stats[0] += st0;
+    stats[1] += st1;
+    stats[2] += probe;
+}
+
+/* out = base + s * sum_t w_t (m_t - base), accumulated in float32 in task order. */
+HOT static void FN(wsum)(const T *b, const T *const *m, const float *w, int nt, T *o, int64_t n, float s,
+                         double *stats) {
+    float bb[BLK], acc[BLK], mt[BLK], d[BLK];
+    double st0 = 0, st1 = 0;
+    float probe = 0.0f;
+    for (int64_t start = 0; start < n; start += BLK) {
+        const int64_t len = n - start < BLK ? n - start : BLK;
+        const T *bp = b + start;
+        T *op = o + start;
+        for (int64_t j = 0; j < len; j++) {
+            bb[j] = LOAD(bp[j]);
+            acc[j] = 0.0f;
+        }
+        probe += nonfinite_probe(bb, len);
+        for (int t = 0; t < nt; t++) {
+            const T *mp = m[t] + start;
+            const float wt = w[t];
+            for (int64_t j = 0; j < len; j++) mt[j] = LOAD(mp[j]);
+            for (int64_t j = 0; j < len; j++) acc[j] += wt * (mt[j] - bb[j]);
+            probe += nonfinite_probe(mt, len);
+        }
+        for (int64_t j = 0; j < len; j++) {
+            const T r = STORE(bb[j] + s * acc[j]);
+            op[j] = r;
+            d[j] = LOAD(r) - bb[j];
+        }
+        st0 += sumsq(acc, len);
+        st1 += sumsq(d, len);
+    }
+    stats[0] += st0;
+    stats[1] += st1;
+    stats[2] += probe;
+}
+
+/* Radix histograms of |w_t (m_t - base)| as float32 bits, task by task: counts[t][bits >> shift]
+ * and inexact[t][...] (those with nonzero low bits), both (nt, 2^(31 - shift)) int64 row-major.
+ * One increment per value: the key carries the inexact flag as its lowest bit, and four
+ * interleaved sub-histograms keep repeated bins from serialising the increments (branches
+ * on the flag cost more than the histogram itself). sub: 4 * 2^(32 - shift) uint32, zeroed. */
+HOT static void FN(ties_hist)(const T *b, const T *const *m, const float *w, int nt, int64_t n, int shift,
+                              int64_t *counts, int64_t *inexact, uint32_t *sub, double *stats) {
+    uint32_t keys[BLK];
+    float bb[BLK], mt[BLK];
+    const int64_t nbins = (int64_t)1 << (31 - shift), nkeys = 2 * nbins;
+    const uint32_t low_mask = (1u << shift) - 1u;
+    uint32_t *c0 = sub, *c1 = sub + nkeys, *c2 = sub + 2 * nkeys, *c3 = sub + 3 * nkeys;
+    float probe = 0.0f;
+    for (int t = 0; t < nt; t++) {
+        const T *mpt = m[t];
+        const float wt = w[t];
+        int64_t *ct = counts + t * nbins, *ix = inexact + t * nbins;
+        int64_t since_flush = 0;
+        for (int64_t start = 0; start < n; start += BLK) {
+            const int64_t len = n - start < BLK ? n - start : BLK;
+            const T *bp = b + start, *mp = mpt + start;
+            for (int64_t j = 0; j < len; j++) {
+                bb[j] = LOAD(bp[j]);
+                mt[j] = LOAD(mp[j]);
+            }
+            for (int64_t j = 0; j < len; j++) {
+                const uint32_t bits = float_bits(fabsf((mt[j] - bb[j]) * wt));
+                keys[j] = ((bits >> shift) << 1) | ((bits & low_mask) != 0);
+            }
+            if (t == 0) probe += nonfinite_probe(bb, len);
+            probe += nonfinite_probe(mt, len);
+            int64_t j = 0;
+            for (; j + 4 <= len; j += 4) {
+                c0[keys[j]]++;
+                c1[keys[j + 1]]++;
+                c2[keys[j + 2]]++;
+                c3[keys[j + 3]]++;
+            }
+            for (; j < len; j++) c0[keys[j]]++;
+            since_flush += len;
+            if (since_flush >= ((int64_t)1 << 31) || start + len >= n) { /* before a uint32 count can wrap */
+                for (int64_t k = 0; k < nbins; k++) {
+                    const int64_t exact = (int64_t)c0[2 * k] + c1[2 * k] + c2[2 * k] + c3[2 * k];
+                    const int64_t above = (int64_t)c0[2 * k + 1] + c1[2 * k + 1] + c2[2 * k + 1] + c3[2 * k + 1];
+                    ct[k] += exact + above;
+                    ix[k] += above;
+                }
+                memset(sub, 0, sizeof(uint32_t) * 4 * (size_t)nkeys);
+                since_flush = 0;
+            }
+        }
+    }
+    stats[2] += probe;
+}
+
+/* Second radix pass for one task: low[bits & mask] over the magnitudes whose key is `bin`. */
+HOT static void FN(ties_hist_low)(const T *b, const T *m, float w, int64_t n, int shift, int64_t bin, int64_t *low) {
+    const uint32_t low_mask = (1u << shift) - 1u;
+    for (int64_t j = 0; j < n; j++) {
+        const uint32_t bits = float_bits(fabsf((LOAD(m[j]) - LOAD(b[j])) * w));
+        if ((int64_t)(bits >> shift) == bin) low[bits & low_mask]++;
+    }
+}
+
+/* TIES: trim |tau_t| < thr_t, elect the sign of the sum, mean (or sum) of the agreeing values;
+ * out = base + s * merged. Entries whose trimmed values cancel exactly get the positive merge
+ * here and are listed (index, positive value, negative value) for the caller to settle by the
+ * tensor's sign total; their norms are left to ties_settle. kept: nt * BLK floats of scratch.
+ * Returns how many were listed, or -1 past `cap`. */
+HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w, int nt, const float *thr, int64_t n,
+                                  float s, int mean, T *o, float *kept, double *stats, int64_t *sign_total,
+                                  int64_t *amb_idx, float *amb_pos, float *amb_neg, int64_t cap) {
+    float bb[BLK], mt[BLK], sum[BLK], choose[BLK], tot[BLK], cnt[BLK], merged[BLK], d[BLK];
+    double st0 = 0, st1 = 0;
+    float probe = 0.0f;
+    int64_t signs = 0, namb = 0;
+    for (int64_t start = 0; start < n; start += BLK) {
+        const int64_t len = n - start < BLK ? n - start : BLK;
+        const T *bp = b + start;
+        T *op = o + start;
+        for (int64_t j = 0; j < len; j++) {
+            bb[j] = LOAD(bp[j]);
+            sum[j] = 0.0f;
+            tot[j] = 0.0f;
+            cnt[j] = 0.0f;
+        }
+        probe += nonfinite_probe(bb, len);
+        for (int t = 0; t < nt; t++) {
+            const T *mp = m[t] + start;
+            const float wt = w[t], th = thr[t];
+            float *kt = kept + (size_t)t * BLK;
+            for (int64_t j = 0; j < len; j++) mt[j] = LOAD(mp[j]);
+            for (int64_t j = 0; j < len; j++) {
+                const float x = (mt[j] - bb[j]) * wt;
+                const float k = fabsf(x) >= th ? x : 0.0f;
+                kt[j] = k;
+                sum[j] += k;
+            }
+            probe += nonfinite_probe(mt, len);
+        }
+        int32_t blk_signs = 0;
+        for (int64_t j = 0; j < len; j++) {
+            blk_signs += (sum[j] > 0.0f) - (sum[j] < 0.0f);
+            choose[j] = sum[j] < 0.0f ? -1.0f : 1.0f;
+        }
+        signs += blk_signs;
+        for (int t = 0; t < nt; t++) {
+            const float *kt = kept + (size_t)t * BLK;
+            for (int64_t j = 0; j < len; j++) {
+                const int agree = kt[j] * choose[j] > 0.0f;
+                tot[j] += agree ? kt[j] : 0.0f;
+                cnt[j] += agree ? 1.0f : 0.0f;
+            }
+        }
+        for (int64_t j = 0; j < len; j++) {
+            merged[j] = mean ? tot[j] / (cnt[j] > 1.0f ? cnt[j] : 1.0f) : tot[j];
+            const T r = STORE(bb[j] + s * merged[j]);
+            op[j] = r;
+            d[j] = LOAD(r) - bb[j];
+        }
+        int any = 0;
+        for (int64_t j = 0; j < len; j++) any |= (sum[j] == 0.0f) & (cnt[j] > 0.0f);
+        if (any) {
+            for (int64_t j = 0; j < len; j++) {
+                if (!(sum[j] == 0.0f && cnt[j] > 0.0f)) continue;
+                if (namb >= cap) return -1;
+                float ntot = 0.0f, ncnt = 0.0f;
+                for (int t = 0; t < nt; t++) {
+                    const float k = kept[(size_t)t * BLK + j];
+                    if (k < 0.0f) {
+                        ntot += k;
+                        ncnt += 1.0f;
+                    }
+                }
+                amb_idx[namb] = start + j;
+                amb_pos[namb] = merged[j];
+                amb_neg[namb] = mean ? ntot / (ncnt > 1.0f ? ncnt : 1.0f) : ntot;
+                namb++;
+                merged[j] = 0.0f;
+                d[j] = 0.0f;
+            }
+        }
+        st0 += sumsq(merged, len);
+        st1 += sumsq(d, len);
+    }
+    stats[0] += st0;
+    stats[1] += st1;
+    stats[2] += probe;
+    *sign_total += signs;
+    return namb;
+}
+
+/* out[idx] = base[idx] + s * value[k] for the listed entries, adding their norms. */
+static void FN(ties_settle)(const T *b, T *o, int64_t count, const int64_t *idx, const float *v, float s,
+                            double *stats) {
+    for (int64_t k = 0; k < count; k++) {
+        const float bf = LOAD(b[idx[k]]);
+        const T r = STORE(bf + s * v[k]);
+        o[idx[k]] = r;
+        const float d = LOAD(r) - bf;
+        stats[0] += (double)v[k] * v[k];
+        stats[1] += (double)d * d;
+    }
+}
+
+#undef FN
+#undef FN1
+#undef FN2
