@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -125,6 +126,19 @@ def test_xlm_sibling_lists_form_one_stack():
     assert lm.params["ffns.2.lin1.weight"] == lm.params["layer_norm2.2.weight"] == lm.params["attentions.2.q_lin.weight"] == 2
 
 
+def test_frozen_tokenizers_are_not_blocks_and_vocos_convnext_is_a_stack():
+    # Apertus 1.5: a WavTokenizer and a VQGAN turn audio and images into tokens for the LM
+    names = (
+        block_names("model.language_model.layers", 4)
+        + [f"model.audio_tokenizer.encoder.layers.{i}.conv.bias" for i in range(16)]
+        + [f"model.vision_tokenizer.encoder.stages.{i}.conv.weight" for i in range(5)]
+    )
+    lm = LayerMap.from_names(names, {"model_type": "apertus1p5"})
+    assert [s.prefix for s in lm.stacks] == ["model.language_model.layers"] and lm.num_blocks == 4
+    vocos = LayerMap.from_names([f"backbone.convnext.{i}.dwconv.weight" for i in range(12)], {"model_type": "wavtokenizer"})
+    assert vocos.num_blocks == 12 and vocos.params["backbone.convnext.11.dwconv.weight"] == 11
+
+
 # ----------------------------------------------------------- the coverage check
 def test_stated_counts_read_sub_configs_and_stage_lists():
     config = {
@@ -141,6 +155,8 @@ def test_stated_counts_read_sub_configs_and_stage_lists():
     # ResNet: only the depths list; its stages, its flat blocks or one stack per stage all match
     resnet = stated_counts("resnet", {"depths": [3, 4, 6, 3]})
     assert counts_match([4], resnet) and counts_match([16], resnet) and counts_match([3, 4, 6, 3], resnet)
+    # Dory's released configs count attention and MLP as two layers each
+    assert counts_match([36], stated_counts("dory", {"num_hidden_layers": 72}))
 
 
 def test_check_flags_spurious_and_missed_stacks():
@@ -176,8 +192,8 @@ NEEDS_OPTIONAL_LIBRARY = {
     "higgs_audio_v2_tokenizer", "layoutlmv2", "pe_audio_video", "pe_audio_video_encoder", "pe_video",
     "pe_video_encoder", "perception_lm", "timm_backbone", "timm_wrapper",
 }
-# The figure reached with transformers 5.23: 563 ok of 568 instantiated (804 in the registry).
-REFERENCE_VERSION, REFERENCE_OK = "5.23.", 563
+# The figure reached with transformers 5.25: 589 ok of 594 instantiated (831 in the registry).
+REFERENCE_VERSION, REFERENCE_OK = "5.25.", 589
 
 
 @pytest.mark.slow
@@ -193,9 +209,14 @@ def test_whole_registry_coverage(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(out.read_text())["summary"]
     print(run.stdout.splitlines()[0])
-    new = set(summary["exceptions"]) - set(KNOWN_EXCEPTIONS) - NEEDS_OPTIONAL_LIBRARY
-    assert not new, {t: summary["exceptions"][t] for t in sorted(new)}
+    new = {t: summary["exceptions"][t] for t in sorted(set(summary["exceptions"]) - set(KNOWN_EXCEPTIONS) - NEEDS_OPTIONAL_LIBRARY)}
     if transformers.__version__.startswith(REFERENCE_VERSION):
+        assert not new, new
         assert summary["ok"] >= REFERENCE_OK, run.stdout
-    else:  # another registry: hold the rate instead of the count
+    else:
+        # Another registry brings model types this table has not seen: each new exception is
+        # reported for a data-table entry, and the suite holds the rate instead of the list.
+        for model_type, reason in new.items():
+            warnings.warn(f"layer map exception on transformers {transformers.__version__}: {model_type}: {reason}")
+        assert len(new) <= 0.01 * summary["instantiated"], new
         assert summary["ok"] >= 0.99 * summary["instantiated"], run.stdout

@@ -28,7 +28,8 @@ The counts a config states (``stated_counts``), sub-configs included:
 - minus the keys that ``NON_STACK_COUNT_KEYS`` lists for the model type (a count of
   recurrent steps, a count for a module the base model does not build...), each with its
   reason. A key of ``SHARED_COUNT_KEYS`` states the size of several identical stacks, and
-  one of ``COUNT_OFFSETS`` is off by a constant (Mask2Former's decoder_layers - 1).
+  one of ``COUNT_OFFSETS`` is off by a constant (Mask2Former's decoder_layers - 1), one of
+  ``COUNT_FACTORS`` by a factor (Dory's released configs count attention and MLP apart).
 - Stacks of ``UNSTATED_STACKS`` (an architecture constant, HiFi-GAN resblocks...) must be
   found but are left out of the comparison.
 
@@ -53,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .families import (
+    COUNT_FACTORS,
     COUNT_OFFSETS,
     EXTRA_COUNT_KEYS,
     NON_STACK_COUNT_KEYS,
@@ -105,6 +107,7 @@ def stated_counts(model_type: str | None, config: Mapping[str, Any]) -> dict[str
     dropped = NON_STACK_COUNT_KEYS.get(model_type, {})
     shared = SHARED_COUNT_KEYS.get(model_type, {})
     offsets = COUNT_OFFSETS.get(model_type, {})
+    factors = COUNT_FACTORS.get(model_type, {})
     ints = dict(config_layer_counts(config))
     for key in EXTRA_COUNT_KEYS.get(model_type, ()):
         value = _lookup(config, key)
@@ -115,7 +118,7 @@ def stated_counts(model_type: str | None, config: Mapping[str, Any]) -> dict[str
     out: dict[str, list[tuple[int, ...]]] = {}
     for key, value in ints.items():
         if key not in dropped:
-            out[key] = [(value + offsets.get(key, 0),) * shared.get(key, 1)]
+            out[key] = [(value // factors.get(key, 1) + offsets.get(key, 0),) * shared.get(key, 1)]
     scopes_with_int = {k.rpartition(".")[0] for k in out}
     read_scopes: set[str] = set()
     for key, value in sorted(_stage_lists(config), key=lambda kv: STAGE_LIST_KEYS.index(kv[0].rpartition(".")[2])):

@@ -34,6 +34,7 @@ CONTAINER_NAMES: tuple[str, ...] = (
     "cross_modal_text_layers",  # BridgeTower's co-attention layers
     "cross_modal_image_layers",
     "attentions",  # XLM / FlauBERT, with its sibling lists below
+    "convnext",  # WavTokenizer's Vocos backbone: ConvNeXt blocks
 )
 
 # Parallel lists that together make one stack: XLM's block N is ``attentions.N``,
@@ -73,9 +74,11 @@ NON_BLOCK_PARENT_WORDS: frozenset[str] = frozenset(
 )
 
 # Modules attached to a model that are not in its block chain: a speech or image
-# tokenizer (Bark's EnCodec, CSM's Mimi, Janus's VQGAN) or a vocoder. Nothing under a
-# component named so is a block.
-NON_BLOCK_SUBTREES: frozenset[str] = frozenset({"codec_model", "vqmodel", "vocoder"})
+# tokenizer (Bark's EnCodec, CSM's Mimi, Janus's VQGAN, Apertus 1.5's frozen audio and
+# image tokenizers) or a vocoder. Nothing under a component named so is a block.
+NON_BLOCK_SUBTREES: frozenset[str] = frozenset(
+    {"codec_model", "vqmodel", "vocoder", "audio_tokenizer", "vision_tokenizer"}
+)
 
 # Model types whose stacks run side by side (two towers that never feed each other),
 # so each stack is scaled with its own L.
@@ -217,6 +220,7 @@ _TOKENIZER = "the speech tokenizer's conv stages (``stage.N``) stay out of the b
 # Counts that configs state but that are not the size of a numbered stack in the
 # model's tensor names, by model type: key -> why.
 NON_STACK_COUNT_KEYS: dict[str, dict[str, str]] = {
+    "apertus1p5": {"audio_config.decoder_num_layers": _CODEC + " (WavTokenizer audio tokenizer)"},
     "clap": {"num_hidden_layers": "text plus audio stage counts, for initialisation"},
     "csm": {"codec_config.num_hidden_layers": _CODEC},
     "depth_pro": {"fov_model_config.num_hidden_layers": _NOT_BUILT + " (field-of-view encoder)"},
@@ -273,6 +277,13 @@ NON_STACK_COUNT_KEYS: dict[str, dict[str, str]] = {
     },
     "videomae": {"decoder_num_hidden_layers": _NOT_BUILT + " (pre-training decoder)"},
     "vit_mae": {"decoder_num_hidden_layers": _NOT_BUILT + " (pre-training decoder)"},
+    "wavtokenizer_encoder": {"decoder_num_layers": _NOT_BUILT + " (Vocos decoder)"},
+}
+
+# Stated counts that are a multiple of the stack they size, by model type: key -> factor.
+COUNT_FACTORS: dict[str, dict[str, int]] = {
+    # released config.json files count attention and MLP as separate layers; DoryConfig halves it on load
+    "dory": {"num_hidden_layers": 2},
 }
 
 # Keys that state the size of several identical stacks, by model type: key -> how many.
@@ -303,6 +314,7 @@ UNSTATED_STACKS: dict[str, dict[str, str]] = {
         "acoustic_decoder.block": "DAC conv blocks, one per upsampling ratio",
     },
     "xcodec2": {"acoustic_encoder.block": "DAC conv blocks, one per downsampling ratio"},
+    "wavtokenizer": {"encoder_model.encoder.layers": "SEANet conv encoder (as EnCodec's), sized by its ratios"},
     "uvdoc": {"backbone.resnet.resnet_down.*.layers": "ResNet stages sized by resnet_configs"},
     "vits": {"decoder.resblocks": "HiFi-GAN: len(upsample_rates) * len(resblock_kernel_sizes)"},
 }
