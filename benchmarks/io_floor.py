@@ -1,6 +1,6 @@
 """The I/O floor: read every input tensor by tensor and write one checkpoint, with no arithmetic.
 
-    python benchmarks/io_floor.py BASE [FINETUNED ...] -o OUT [--reader pread|safe_open]
+    python benchmarks/io_floor.py BASE [FINETUNED ...] -o OUT [--reader pread|safe_open] [--write-mode auto|buffered]
 
 Any merge tool has to at least read all N+1 inputs and write one output, so its wall
 time over this one is the cost of everything else (arithmetic, planning, imports). The
@@ -11,6 +11,10 @@ Readers:
   buffer per input; no mmap, so the RSS stays at a few tensors.
 - ``safe_open``: what a safetensors-based tool does; the file is opened per tensor because
   a long-lived mmap keeps every page it touched in the RSS.
+
+The output goes through hf-lines' own ``FileSink`` with the same write mode hf-lines uses
+(``auto``: direct I/O where the filesystem allows it), so the floor is not slower than
+hf-lines at the part both do alike.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def _tensor_locations(folder: Path) -> dict[str, tuple[Path, int, int]]:
 
 
 def copy_floor(base: str | os.PathLike, finetuned: list[str | os.PathLike], out: str | os.PathLike,
-               reader: str = "pread") -> dict:
+               reader: str = "pread", write_mode: str = "auto") -> dict:
     base, out = Path(base), Path(out)
     others = [Path(p) for p in finetuned]
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +68,7 @@ def copy_floor(base: str | os.PathLike, finetuned: list[str | os.PathLike], out:
     for fname, names in checkpoint_files(base).items():
         start, header = _header(base / fname)
         specs = [(n, header[n]["dtype"], tuple(header[n]["shape"])) for n in names]
-        with StreamingSafetensorsWriter(out / fname, specs) as writer:
+        with StreamingSafetensorsWriter(out / fname, specs, write_mode=write_mode) as writer:
             if reader == "pread":
                 fd = os.open(base / fname, os.O_RDONLY)
                 try:
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("finetuned", nargs="*")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--reader", choices=["pread", "safe_open"], default="pread")
+    ap.add_argument("--write-mode", choices=["auto", "buffered"], default="auto",
+                    help="auto: direct I/O where possible, as hf-lines writes (default); buffered: the page cache")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.output)
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{out} exists (use --overwrite)")
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    stats = copy_floor(args.base, args.finetuned, out, reader=args.reader)
+    stats = copy_floor(args.base, args.finetuned, out, reader=args.reader, write_mode=args.write_mode)
     dt = time.perf_counter() - t0
     gb = (stats["read_bytes"] + stats["written_bytes"]) / 1e9
     print(f"read {stats['read_bytes'] / 1e9:.2f} GB, wrote {stats['written_bytes'] / 1e9:.2f} GB "

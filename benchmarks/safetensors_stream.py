@@ -12,9 +12,16 @@ import struct
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import importlib.util
+
 from safetensors import safe_open
 
-# torch is imported lazily: the pread I/O floor must not pay for importing it.
+# torch is imported lazily: the pread I/O floor must not pay for importing it. For the same
+# reason hf_lines' FileSink (stdlib only) is loaded from its file, not through hf_lines/__init__.
+_spec = importlib.util.spec_from_file_location(
+    "hf_lines_file_sink", Path(__file__).resolve().parent.parent / "hf_lines" / "file_sink.py")
+file_sink = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(file_sink)
 CODE_SIZES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -32,7 +39,7 @@ class StreamingSafetensorsWriter:
     """
 
     def __init__(self, path: str | os.PathLike, specs: list[tuple[str, str, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, write_mode: str = "buffered"):
         self.path = Path(path)
         self._order = [name for name, _, _ in specs]
         self._sizes = {}
@@ -45,7 +52,8 @@ class StreamingSafetensorsWriter:
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads the header so the data starts 8-byte aligned
-        self._file = open(self.path, "wb")
+        self._file = file_sink.FileSink(self.path, write_mode)
+        self._closed = False
         self._file.write(struct.pack("<Q", len(raw)))
         self._file.write(raw)
         self._next = 0
@@ -68,7 +76,8 @@ class StreamingSafetensorsWriter:
         self._next += 1
 
     def close(self) -> None:
-        if not self._file.closed:
+        if not self._closed:
+            self._closed = True
             self._file.close()
             if self._next != len(self._order):
                 raise ValueError(f"{self.path}: only {self._next}/{len(self._order)} tensors written")
@@ -80,7 +89,8 @@ class StreamingSafetensorsWriter:
         if exc_type is None:
             self.close()
         else:
-            self._file.close()
+            self._closed = True
+            self._file.abort()
 
 
 def checkpoint_files(folder: str | os.PathLike) -> dict[str, list[str]]:

@@ -11,6 +11,8 @@ import threading
 
 import torch
 
+from .file_sink import ALIGN
+
 
 def _view(buffer: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     n = 1
@@ -23,10 +25,13 @@ class OutputBuffers:
     """``count`` byte buffers handed out one per tensor in flight and returned once written.
 
     ``take`` blocks while all are out, so a pool one larger than the tensors that may be
-    in flight never deadlocks. Buffers grow to the largest tensor they have held.
+    in flight never deadlocks. Buffers grow to the largest tensor they have held. With
+    ``phases`` (``ShardedWriter.phases()``) each tensor starts where the writer can send it
+    to disk without copying it.
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, phases: dict[str, int] | None = None):
+        self._phases = phases or {}
         self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
         for _ in range(count):
             self._free.put(torch.empty(0, dtype=torch.uint8))
@@ -34,15 +39,19 @@ class OutputBuffers:
         self._lock = threading.Lock()
 
     def take(self, key: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor for ``key``; where ``phases`` names it, its address modulo ``ALIGN`` is that phase."""
         buffer = self._free.get()
         nbytes = dtype.itemsize
         for d in shape:
             nbytes *= d
-        if buffer.numel() < nbytes:
-            buffer = torch.empty(nbytes, dtype=torch.uint8)
+        phase = self._phases.get(key)
+        room = nbytes + (ALIGN if phase is not None else 0)
+        if buffer.numel() < room:
+            buffer = torch.empty(room, dtype=torch.uint8)
         with self._lock:
             self._lent[key] = buffer
-        return _view(buffer, shape, dtype)
+        start = 0 if phase is None else (phase - buffer.data_ptr()) % ALIGN
+        return _view(buffer[start:], shape, dtype)
 
     def give_back(self, key: str) -> None:
         with self._lock:

@@ -91,6 +91,13 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def default_prefetch(workers: int) -> int:
+    """Tensors in flight: enough that the workers stay busy while a large tensor is written
+    (a 23 MB projection takes as long to write as several small ones take to compute);
+    the byte budget, not this count, bounds the memory."""
+    return 4 * workers
+
+
 def stream(
     order: Sequence[str],
     compute: Callable[[str], torch.Tensor],
@@ -111,7 +118,7 @@ def stream(
     embedding read from five models) are then taken one at a time, which bounds memory.
     """
     workers = workers or default_workers()
-    prefetch = prefetch or workers + 1
+    prefetch = prefetch or default_prefetch(workers)
     total = sum(sizes.values()) if sizes else len(order)
     bar = tqdm(total=total, desc=desc, unit="B" if sizes else "tensor", unit_scale=True, disable=not progress)
     pending: deque = deque()

@@ -11,7 +11,8 @@ import torch
 from .buffers import OutputBuffers
 from .engine import compute_device
 from .plot import preload as preload_plotting
-from .engine import DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, default_workers, read_inputs, stream
+from .engine import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, default_prefetch, default_workers,
+                     read_inputs, stream)
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
@@ -322,12 +323,13 @@ class LinesMerger:
         scales = self._prepare(progress, workers)
         infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
         norms: dict[str, tuple[float, float]] = {}
-        preload_plotting()
+        plotting = preload_plotting()
         with staged_folder(save_directory, overwrite) as tmp:
             writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"})
             workers = workers or default_workers()
-            prefetch = workers + 1
-            buffers = OutputBuffers(prefetch + 1)  # one more than can be in flight: take() never waits forever
+            prefetch = default_prefetch(workers)
+            # one more than can be in flight: take() never waits forever
+            buffers = OutputBuffers(prefetch + 1, phases=writer.phases())
 
             def write(name: str, tensor: torch.Tensor) -> None:
                 writer.write(name, tensor)
@@ -356,6 +358,7 @@ class LinesMerger:
             (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
             write_output_recipe(self, tmp, max_shard_size)
             self.tensor_norms = norms
+            plotting.join()  # matplotlib's caches are not for two threads at once
             write_merger_card(self, tmp, model_name=repo_id if push_to_hub else Path(save_directory).name,
                               template=card_template, card_data=card_data)
         self.tensor_norms = norms

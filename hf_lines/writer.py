@@ -2,18 +2,18 @@
 
 ``safetensors.save_file`` needs a whole shard in memory; here the header is computed
 from the known shapes first and each tensor's bytes follow as soon as it is ready, so
-memory is bounded by one tensor. The shard plan and the index file come from
+memory is bounded by one tensor. Bytes go to disk through ``FileSink`` (direct I/O where
+the filesystem allows it, see ``file_sink``). The shard plan and the index file come from
 huggingface_hub's splitter, so the layout is exactly what ``from_pretrained`` expects.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import BinaryIO
-
 import torch
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 
+from .file_sink import ALIGN, FileSink, Staging, WriteMode
 from .sources.checkpoint import _SAFE_DTYPES, TensorInfo
 
 _DTYPE_NAMES = {v: k for k, v in _SAFE_DTYPES.items()}
@@ -29,8 +29,10 @@ class ShardedWriter:
         infos: dict[str, TensorInfo],
         max_shard_size: int | str = "5GB",
         metadata: dict[str, str] | None = None,
+        write_mode: WriteMode = "auto",
     ):
         self.folder = Path(folder)
+        self.write_mode = write_mode
         split = split_state_dict_into_shards_factory(
             infos,
             get_storage_size=lambda info: info.nbytes,
@@ -48,13 +50,12 @@ class ShardedWriter:
         ]
         self.order: list[str] = [n for _, names in self.shards for n in names]
         self._next = 0
-        self._file: BinaryIO | None = None
+        self._file: FileSink | None = None
+        self._staging: Staging | None = None
         self._shard = -1
         self._left_in_shard = 0
 
-    def _open_next_shard(self) -> None:
-        self._shard += 1
-        fname, names = self.shards[self._shard]
+    def _header(self, names: list[str]) -> bytes:
         header: dict[str, object] = {"__metadata__": self._metadata}
         offset = 0
         for n in names:
@@ -62,8 +63,29 @@ class ShardedWriter:
             header[n] = {"dtype": _DTYPE_NAMES[info.dtype], "shape": list(info.shape), "data_offsets": [offset, offset + info.nbytes]}
             offset += info.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-(len(raw) + 8) % 8)  # data starts 8-byte aligned, as safetensors writes it
-        self._file = open(self.folder / fname, "wb")
+        return raw + b" " * (-(len(raw) + 8) % 8)  # data starts 8-byte aligned, as safetensors writes it
+
+    def phases(self) -> dict[str, int]:
+        """Tensor name -> its file offset modulo ``ALIGN``.
+
+        An output buffer that starts at that phase (``OutputBuffers(phases=...)``) is written
+        to disk from its own memory, without a copy (see ``FileSink.write``).
+        """
+        out = {}
+        for _, names in self.shards:
+            offset = 8 + len(self._header(names))
+            for n in names:
+                out[n] = offset % ALIGN
+                offset += self._infos[n].nbytes
+        return out
+
+    def _open_next_shard(self) -> None:
+        self._shard += 1
+        fname, names = self.shards[self._shard]
+        raw = self._header(names)
+        if self._staging is None and self.write_mode != "buffered":
+            self._staging = Staging()
+        self._file = FileSink(self.folder / fname, self.write_mode, self._staging)
         self._file.write(len(raw).to_bytes(8, "little"))
         self._file.write(raw)
         self._left_in_shard = len(names)
@@ -95,6 +117,7 @@ class ShardedWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._release_staging()
         if self._next != len(self.order):
             raise RuntimeError(f"writer closed after {self._next} of {len(self.order)} tensors")
         if self._split.is_sharded:
@@ -104,5 +127,11 @@ class ShardedWriter:
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.abort()
             self._file = None
+        self._release_staging()
+
+    def _release_staging(self) -> None:
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None

@@ -132,6 +132,25 @@ def test_ties_cancelled_entries_follow_the_sign_total(negative_total):
     assert stats.norms[0] == pytest.approx(float(tau.norm()), rel=1e-6)
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.3, -0.3])
+def test_ties_many_cancelled_entries_stay_on_the_kernel(shift):
+    # bfloat16 task vectors are a few ulps of the weights, so kept values cancel exactly at
+    # hundreds of thousands of entries of a large tensor; the kernel must settle them all
+    g = torch.Generator().manual_seed(1)
+    n = 400_000
+    base = (torch.randn(n, generator=g) * 0.02).to(torch.bfloat16)
+    step = 2.0**-12
+    models = [(base.float() + step * (torch.randint(-2, 3, (n,), generator=g).float() + shift)).to(torch.bfloat16)
+              for _ in range(4)]
+    weights = [1.0] * 4
+    thresholds = tensor_thresholds("w", base, models, weights, 0.2)
+    fused = kernels.ties_edit(base, models, weights, thresholds, 0.6)
+    assert fused is not None
+    tau = ties_task_vector("w", base, models, weights, thresholds)
+    assert torch.equal(fused[0], (base.float() + 0.6 * tau).to(torch.bfloat16))
+    assert fused[1].norms[0] == pytest.approx(float(tau.double().norm()), rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_histogram_thresholds_equal_kthvalue(dtype):
     base, models = inputs(dtype, n=50_000, tasks=3)

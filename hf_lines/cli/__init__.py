@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib import import_module
 
@@ -40,5 +41,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console script: ``main``, then exit without the interpreter's teardown.
+
+    Every output is written, closed and moved into place when ``main`` returns; tearing down
+    an interpreter that has loaded torch then takes another 0.5 to 1 s, a fifth of a 1.1B
+    edit on two cores, for nothing.
+    """
+    try:
+        rc = main()
+    except SystemExit as e:  # argparse's --help and usage errors
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -22,8 +22,6 @@ import torch
 
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_TASKS = 64  # _native.c's MAX_TASKS
-# Ambiguous TIES entries (trimmed values that cancel exactly) listed per call before falling back.
-AMBIGUOUS_CAP = 1 << 16
 
 _p = ctypes.c_void_p
 _i64 = ctypes.c_int64
@@ -35,8 +33,7 @@ _SIGNATURES = {
     "hfl_wsum": (_int, [_int, _p, _p, _p, _int, _p, _i64, _f32, _p]),
     "hfl_ties_hist": (_int, [_int, _p, _p, _p, _int, _i64, _int, _p, _p, _p]),
     "hfl_ties_hist_low": (_int, [_int, _p, _p, _f32, _i64, _int, _i64, _p]),
-    "hfl_ties_merge": (_i64, [_int, _p, _p, _p, _int, _p, _i64, _f32, _int, _p, _p, _p, _p, _p, _p, _i64]),
-    "hfl_ties_settle": (_int, [_int, _p, _p, _i64, _p, _p, _f32, _p]),
+    "hfl_ties_merge": (_i64, [_int, _p, _p, _p, _int, _p, _i64, _f32, _int, _p, _p, _p]),
 }
 
 
@@ -192,7 +189,7 @@ def ties_edit(
     """base + scale * TIES(tau_1..tau_N) in one pass (``methods.ties.ties_task_vector``'s rules), or None.
 
     Entries whose trimmed values cancel exactly are settled by the tensor's sign total, as
-    the torch path does; None also when there are more of them than ``AMBIGUOUS_CAP``.
+    the torch path does, inside the same call.
     """
     if _LIB is None or not models or len(models) > MAX_TASKS:
         return None
@@ -202,18 +199,7 @@ def ties_edit(
         return None
     st = (ctypes.c_double * 3)()
     sign_total = ctypes.c_int64(0)
-    idx = torch.empty(AMBIGUOUS_CAP, dtype=torch.int64)
-    pos = torch.empty(AMBIGUOUS_CAP, dtype=torch.float32)
-    neg = torch.empty(AMBIGUOUS_CAP, dtype=torch.float32)
-    count = _LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
-                                _floats(thresholds), base.numel(), float(scale), int(aggregate == "mean"),
-                                target.data_ptr(), st, ctypes.byref(sign_total), idx.data_ptr(), pos.data_ptr(),
-                                neg.data_ptr(), AMBIGUOUS_CAP)
-    if count == -1:
-        return None
-    _check(count, "ties_merge")
-    if count:
-        values = pos if sign_total.value > 0 else neg
-        _check(_LIB.hfl_ties_settle(code, base.data_ptr(), target.data_ptr(), count, idx.data_ptr(),
-                                    values.data_ptr(), float(scale), st), "ties_settle")
+    _check(_LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
+                               _floats(thresholds), base.numel(), float(scale), int(aggregate == "mean"),
+                               target.data_ptr(), st, ctypes.byref(sign_total)), "ties_merge")
     return target, KernelStats(st[0], st[1], st[2])

@@ -139,14 +139,19 @@ HOT static void FN(ties_hist_low)(const T *b, const T *m, float w, int64_t n, in
 }
 
 /* TIES: trim |tau_t| < thr_t, elect the sign of the sum, mean (or sum) of the agreeing values;
- * out = base + s * merged. Entries whose trimmed values cancel exactly get the positive merge
- * here and are listed (index, positive value, negative value) for the caller to settle by the
- * tensor's sign total; their norms are left to ties_settle. kept: nt * BLK floats of scratch.
- * Returns how many were listed, or -1 past `cap`. */
+ * out = base + s * merged. One sweep over the tasks keeps, per entry, the sum of the kept values
+ * and the sum and count of the positive and of the negative ones, each in task order (the torch
+ * path's order, so the results are bit-identical). Entries whose kept values cancel exactly
+ * (sum 0, some value kept) get the positive merge here, a bit in `amb` ((n + 7) / 8 bytes, zeroed)
+ * and their negative merge in negv[k] (k-th flagged entry; room for n + BLK floats, touched only
+ * as used); ties_settle applies those when the tensor's sign total is not positive. Norms of the
+ * flagged entries go to pos_stats (their positive merge), not to stats. Every loop is
+ * branch-free, so it vectorizes. Returns how many were flagged. */
 HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w, int nt, const float *thr, int64_t n,
-                                  float s, int mean, T *o, float *kept, double *stats, int64_t *sign_total,
-                                  int64_t *amb_idx, float *amb_pos, float *amb_neg, int64_t cap) {
-    float bb[BLK], mt[BLK], sum[BLK], choose[BLK], tot[BLK], cnt[BLK], merged[BLK], d[BLK];
+                                  float s, int mean, T *o, double *stats, int64_t *sign_total, uint8_t *amb,
+                                  float *negv, double *pos_stats) {
+    float bb[BLK], mt[BLK], sum[BLK], ps[BLK], pc[BLK], ns[BLK], nc[BLK], merged[BLK], d[BLK];
+    uint8_t flag[BLK];
     double st0 = 0, st1 = 0;
     float probe = 0.0f;
     int64_t signs = 0, namb = 0;
@@ -156,65 +161,60 @@ HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w,
         T *op = o + start;
         for (int64_t j = 0; j < len; j++) {
             bb[j] = LOAD(bp[j]);
-            sum[j] = 0.0f;
-            tot[j] = 0.0f;
-            cnt[j] = 0.0f;
+            sum[j] = ps[j] = pc[j] = ns[j] = nc[j] = 0.0f;
         }
         probe += nonfinite_probe(bb, len);
         for (int t = 0; t < nt; t++) {
             const T *mp = m[t] + start;
             const float wt = w[t], th = thr[t];
-            float *kt = kept + (size_t)t * BLK;
             for (int64_t j = 0; j < len; j++) mt[j] = LOAD(mp[j]);
             for (int64_t j = 0; j < len; j++) {
                 const float x = (mt[j] - bb[j]) * wt;
                 const float k = fabsf(x) >= th ? x : 0.0f;
-                kt[j] = k;
                 sum[j] += k;
+                ps[j] += k > 0.0f ? k : 0.0f;
+                pc[j] += k > 0.0f ? 1.0f : 0.0f;
+                ns[j] += k < 0.0f ? k : 0.0f;
+                nc[j] += k < 0.0f ? 1.0f : 0.0f;
             }
             probe += nonfinite_probe(mt, len);
         }
-        int32_t blk_signs = 0;
+        int32_t blk_signs = 0, blk_amb = 0;
         for (int64_t j = 0; j < len; j++) {
             blk_signs += (sum[j] > 0.0f) - (sum[j] < 0.0f);
-            choose[j] = sum[j] < 0.0f ? -1.0f : 1.0f;
-        }
-        signs += blk_signs;
-        for (int t = 0; t < nt; t++) {
-            const float *kt = kept + (size_t)t * BLK;
-            for (int64_t j = 0; j < len; j++) {
-                const int agree = kt[j] * choose[j] > 0.0f;
-                tot[j] += agree ? kt[j] : 0.0f;
-                cnt[j] += agree ? 1.0f : 0.0f;
-            }
-        }
-        for (int64_t j = 0; j < len; j++) {
-            merged[j] = mean ? tot[j] / (cnt[j] > 1.0f ? cnt[j] : 1.0f) : tot[j];
+            const int neg = sum[j] < 0.0f;
+            const float tot = neg ? ns[j] : ps[j], cnt = neg ? nc[j] : pc[j];
+            merged[j] = mean ? tot / (cnt > 1.0f ? cnt : 1.0f) : tot;
             const T r = STORE(bb[j] + s * merged[j]);
             op[j] = r;
             d[j] = LOAD(r) - bb[j];
+            const int f = (sum[j] == 0.0f) & (cnt > 0.0f);
+            flag[j] = (uint8_t)f;
+            blk_amb += f;
         }
-        int any = 0;
-        for (int64_t j = 0; j < len; j++) any |= (sum[j] == 0.0f) & (cnt[j] > 0.0f);
-        if (any) {
+        signs += blk_signs;
+        if (blk_amb) { /* common in half precision, where task vectors are a few ulps */
+            float pm[BLK], pd[BLK], nv[BLK];
             for (int64_t j = 0; j < len; j++) {
-                if (!(sum[j] == 0.0f && cnt[j] > 0.0f)) continue;
-                if (namb >= cap) return -1;
-                float ntot = 0.0f, ncnt = 0.0f;
-                for (int t = 0; t < nt; t++) {
-                    const float k = kept[(size_t)t * BLK + j];
-                    if (k < 0.0f) {
-                        ntot += k;
-                        ncnt += 1.0f;
-                    }
-                }
-                amb_idx[namb] = start + j;
-                amb_pos[namb] = merged[j];
-                amb_neg[namb] = mean ? ntot / (ncnt > 1.0f ? ncnt : 1.0f) : ntot;
-                namb++;
-                merged[j] = 0.0f;
-                d[j] = 0.0f;
+                const float f = (float)flag[j];
+                nv[j] = mean ? ns[j] / (nc[j] > 1.0f ? nc[j] : 1.0f) : ns[j];
+                pm[j] = f * merged[j];
+                pd[j] = f * d[j];
+                merged[j] -= pm[j];
+                d[j] -= pd[j];
             }
+            /* start is a multiple of BLK, so of 8: whole bytes of the mask */
+            for (int64_t j = 0; j < len; j += 8) {
+                uint8_t byte = 0;
+                for (int q = 0; q < 8 && j + q < len; q++) byte |= (uint8_t)(flag[j + q] << q);
+                amb[(start + j) >> 3] = byte;
+            }
+            for (int64_t j = 0; j < len; j++) { /* branch-free compaction */
+                negv[namb] = nv[j];
+                namb += flag[j];
+            }
+            pos_stats[0] += sumsq(pm, len);
+            pos_stats[1] += sumsq(pd, len);
         }
         st0 += sumsq(merged, len);
         st1 += sumsq(d, len);
@@ -226,16 +226,25 @@ HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w,
     return namb;
 }
 
-/* out[idx] = base[idx] + s * value[k] for the listed entries, adding their norms. */
-static void FN(ties_settle)(const T *b, T *o, int64_t count, const int64_t *idx, const float *v, float s,
+/* The flagged entries of ties_merge, in index order: out = base + s * negv[k]; adds their norms. */
+static void FN(ties_settle)(const T *b, T *o, int64_t n, float s, const uint8_t *amb, const float *negv,
                             double *stats) {
-    for (int64_t k = 0; k < count; k++) {
-        const float bf = LOAD(b[idx[k]]);
-        const T r = STORE(bf + s * v[k]);
-        o[idx[k]] = r;
-        const float d = LOAD(r) - bf;
-        stats[0] += (double)v[k] * v[k];
-        stats[1] += (double)d * d;
+    int64_t k = 0;
+    for (int64_t word = 0; word < (n + 63) >> 6; word++) {
+        uint64_t bits = 0;
+        const int64_t first = word << 3, bytes = ((n + 7) >> 3) - first < 8 ? ((n + 7) >> 3) - first : 8;
+        memcpy(&bits, amb + first, (size_t)bytes); /* little-endian: bit i of the word is entry 64 word + i */
+        while (bits) {
+            const int64_t i = (word << 6) + __builtin_ctzll(bits);
+            bits &= bits - 1;
+            const float bf = LOAD(b[i]);
+            const T r = STORE(bf + s * negv[k]);
+            o[i] = r;
+            const float d = LOAD(r) - bf;
+            stats[0] += (double)negv[k] * negv[k];
+            stats[1] += (double)d * d;
+            k++;
+        }
     }
 }
 

@@ -179,35 +179,43 @@ int hfl_ties_hist_low(int dt, const void *b, const void *m, float w, int64_t n, 
     return 0;
 }
 
+/* TIES in one call: merge, then settle the entries whose kept values cancel by the sign total
+ * of the tensor (positive: the positive values; otherwise the negative ones, as the paper's code).
+ * Returns how many entries were settled so. */
 int64_t hfl_ties_merge(int dt, const void *b, const void *const *m, const float *w, int nt, const float *thr, int64_t n,
-                       float s, int mean, void *o, double *stats, int64_t *sign_total, int64_t *amb_idx,
-                       float *amb_pos, float *amb_neg, int64_t cap) {
+                       float s, int mean, void *o, double *stats, int64_t *sign_total) {
     int64_t r = -3;
     if (nt < 1 || nt > MAX_TASKS) return -3;
-    float *kept = (float *)malloc(sizeof(float) * BLK * (size_t)nt);
-    if (!kept) return -2;
-    switch (dt) {
-    case DT_F32:
-        r = ties_merge_f32((const float *)b, (const float *const *)m, w, nt, thr, n, s, mean, o, kept, stats,
-                           sign_total, amb_idx, amb_pos, amb_neg, cap);
-        break;
-    case DT_BF16:
-        r = ties_merge_bf16((const uint16_t *)b, (const uint16_t *const *)m, w, nt, thr, n, s, mean, o, kept, stats,
-                            sign_total, amb_idx, amb_pos, amb_neg, cap);
-        break;
-    case DT_F16:
-        r = ties_merge_f16((const uint16_t *)b, (const uint16_t *const *)m, w, nt, thr, n, s, mean, o, kept, stats,
-                           sign_total, amb_idx, amb_pos, amb_neg, cap);
-        break;
+    uint8_t *amb = (uint8_t *)calloc((size_t)((n + 7) >> 3) + 1, 1);
+    float *negv = (float *)malloc(sizeof(float) * ((size_t)n + BLK)); /* pages are touched only as used */
+    if (!amb || !negv) {
+        free(amb);
+        free(negv);
+        return -2;
     }
-    free(kept);
+    int64_t total = 0;
+    double pos_stats[2] = {0.0, 0.0};
+#define TIES_CASE(code, suffix, TT)                                                                            \
+    case code:                                                                                                 \
+        r = ties_merge_##suffix((const TT *)b, (const TT *const *)m, w, nt, thr, n, s, mean, (TT *)o, stats,    \
+                                &total, amb, negv, pos_stats);                                                 \
+        if (r > 0 && total <= 0)                                                                               \
+            ties_settle_##suffix((const TT *)b, (TT *)o, n, s, amb, negv, stats);                              \
+        break;
+    switch (dt) {
+        TIES_CASE(DT_F32, f32, float)
+        TIES_CASE(DT_BF16, bf16, uint16_t)
+        TIES_CASE(DT_F16, f16, uint16_t)
+    }
+#undef TIES_CASE
+    if (r > 0 && total > 0) {
+        stats[0] += pos_stats[0];
+        stats[1] += pos_stats[1];
+    }
+    *sign_total = total;
+    free(amb);
+    free(negv);
     return r;
-}
-
-int hfl_ties_settle(int dt, const void *b, void *o, int64_t count, const int64_t *idx, const float *v, float s,
-                    double *stats) {
-    DISPATCH(dt, ties_settle, b, o, count, idx, v, s, stats);
-    return 0;
 }
 
 /* An importable module, so the shared library is found like any extension; its functions go through ctypes. */
