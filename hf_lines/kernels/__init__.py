@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,7 +32,7 @@ _SIGNATURES = {
     "hfl_dtypes": (_int, []),
     "hfl_lerp": (_int, [_int, _p, _p, _p, _i64, _f32, _p]),
     "hfl_wsum": (_int, [_int, _p, _p, _p, _int, _p, _i64, _f32, _p]),
-    "hfl_ties_hist": (_int, [_int, _p, _p, _p, _int, _i64, _int, _p, _p, _p]),
+    "hfl_ties_hist": (_int, [_int, _p, _p, _p, _int, _i64, _int, _p, _p, _p, _p]),
     "hfl_ties_hist_low": (_int, [_int, _p, _p, _f32, _i64, _int, _i64, _p]),
     "hfl_ties_merge": (_i64, [_int, _p, _p, _p, _int, _p, _i64, _f32, _int, _p, _p, _p]),
 }
@@ -141,12 +142,31 @@ def weighted_sum_edit(
     return target, KernelStats(tau_sq, st[1], st[2])
 
 
+_scratch = threading.local()
+
+
+def _sub_histograms(shift: int, tasks: int) -> torch.Tensor:
+    """This thread's zeroed uint32 scratch for ``hfl_ties_hist`` (the kernel leaves it zeroed)."""
+    size = tasks * 4 << (32 - shift)
+    sub = getattr(_scratch, "sub", None)
+    if sub is None or sub.numel() < size or getattr(_scratch, "shift", None) != shift:
+        sub = _scratch.sub = torch.zeros(size, dtype=torch.int32)
+        _scratch.shift = shift
+    return sub
+
+
 def ties_histograms(
-    base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], shift: int
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    shift: int,
+    counts: torch.Tensor | None = None,
+    inexact: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
     """(counts, inexact, finite): per-task radix histograms of |w_t tau_t| as float32 bits (see ``kth_magnitude``).
 
-    Both are (N, 2**(31 - shift)) int64; None where the kernels do not apply.
+    Both are (N, 2**(31 - shift)) int64; given ``counts`` and ``inexact`` are added into (a
+    thread's running totals), else fresh ones are returned. None where the kernels do not apply.
     """
     if _LIB is None or not models or len(models) > MAX_TASKS:
         return None
@@ -154,11 +174,13 @@ def ties_histograms(
     if code is None:
         return None
     bins = 1 << (31 - shift)
-    counts = torch.zeros((len(models), bins), dtype=torch.int64)
-    inexact = torch.zeros_like(counts)
+    if counts is None or inexact is None:
+        counts = torch.zeros((len(models), bins), dtype=torch.int64)
+        inexact = torch.zeros_like(counts)
     st = (ctypes.c_double * 3)()
     _check(_LIB.hfl_ties_hist(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models), base.numel(),
-                              shift, counts.data_ptr(), inexact.data_ptr(), st), "ties_hist")
+                              shift, counts.data_ptr(), inexact.data_ptr(), _sub_histograms(shift, len(models)).data_ptr(), st),
+           "ties_hist")
     return counts, inexact, not math.isnan(st[2])
 
 

@@ -74,36 +74,47 @@ HOT static void FN(wsum)(const T *b, const T *const *m, const float *w, int nt, 
     stats[2] += probe;
 }
 
-/* Radix histograms of |w_t (m_t - base)| as float32 bits, task by task: counts[t][bits >> shift]
+/* Radix histograms of |w_t (m_t - base)| as float32 bits, added into counts[t][bits >> shift]
  * and inexact[t][...] (those with nonzero low bits), both (nt, 2^(31 - shift)) int64 row-major.
  * One increment per value: the key carries the inexact flag as its lowest bit, and four
- * interleaved sub-histograms keep repeated bins from serialising the increments (branches
- * on the flag cost more than the histogram itself). sub: 4 * 2^(32 - shift) uint32, zeroed. */
+ * interleaved sub-histograms per task keep repeated bins from serialising the increments
+ * (branches on the flag cost more than the histogram itself). Block by block, all tasks at
+ * once, so the base is read and converted once. sub: nt * 4 * 2^(32 - shift) uint32, zero on
+ * entry and left zero: only the range of keys seen is flushed and cleared, so a call on a small
+ * tensor costs as little as its values. */
 HOT static void FN(ties_hist)(const T *b, const T *const *m, const float *w, int nt, int64_t n, int shift,
                               int64_t *counts, int64_t *inexact, uint32_t *sub, double *stats) {
     uint32_t keys[BLK];
     float bb[BLK], mt[BLK];
     const int64_t nbins = (int64_t)1 << (31 - shift), nkeys = 2 * nbins;
     const uint32_t low_mask = (1u << shift) - 1u;
-    uint32_t *c0 = sub, *c1 = sub + nkeys, *c2 = sub + 2 * nkeys, *c3 = sub + 3 * nkeys;
+    uint32_t kmin[MAX_TASKS], kmax[MAX_TASKS];
     float probe = 0.0f;
     for (int t = 0; t < nt; t++) {
-        const T *mpt = m[t];
-        const float wt = w[t];
-        int64_t *ct = counts + t * nbins, *ix = inexact + t * nbins;
-        int64_t since_flush = 0;
-        for (int64_t start = 0; start < n; start += BLK) {
-            const int64_t len = n - start < BLK ? n - start : BLK;
-            const T *bp = b + start, *mp = mpt + start;
-            for (int64_t j = 0; j < len; j++) {
-                bb[j] = LOAD(bp[j]);
-                mt[j] = LOAD(mp[j]);
-            }
+        kmin[t] = UINT32_MAX;
+        kmax[t] = 0;
+    }
+    int64_t since_flush = 0;
+    for (int64_t start = 0; start < n; start += BLK) {
+        const int64_t len = n - start < BLK ? n - start : BLK;
+        const T *bp = b + start;
+        for (int64_t j = 0; j < len; j++) bb[j] = LOAD(bp[j]);
+        probe += nonfinite_probe(bb, len);
+        for (int t = 0; t < nt; t++) {
+            const T *mp = m[t] + start;
+            const float wt = w[t];
+            uint32_t *c0 = sub + (size_t)t * 4 * nkeys, *c1 = c0 + nkeys, *c2 = c1 + nkeys, *c3 = c2 + nkeys;
+            for (int64_t j = 0; j < len; j++) mt[j] = LOAD(mp[j]);
+            uint32_t lo = UINT32_MAX, hi = 0;
             for (int64_t j = 0; j < len; j++) {
                 const uint32_t bits = float_bits(fabsf((mt[j] - bb[j]) * wt));
-                keys[j] = ((bits >> shift) << 1) | ((bits & low_mask) != 0);
+                const uint32_t key = ((bits >> shift) << 1) | ((bits & low_mask) != 0);
+                keys[j] = key;
+                lo = key < lo ? key : lo;
+                hi = key > hi ? key : hi;
             }
-            if (t == 0) probe += nonfinite_probe(bb, len);
+            kmin[t] = lo < kmin[t] ? lo : kmin[t];
+            kmax[t] = hi > kmax[t] ? hi : kmax[t];
             probe += nonfinite_probe(mt, len);
             int64_t j = 0;
             for (; j + 4 <= len; j += 4) {
@@ -113,17 +124,25 @@ HOT static void FN(ties_hist)(const T *b, const T *const *m, const float *w, int
                 c3[keys[j + 3]]++;
             }
             for (; j < len; j++) c0[keys[j]]++;
-            since_flush += len;
-            if (since_flush >= ((int64_t)1 << 31) || start + len >= n) { /* before a uint32 count can wrap */
-                for (int64_t k = 0; k < nbins; k++) {
+        }
+        since_flush += len;
+        if (since_flush >= ((int64_t)1 << 31) || start + len >= n) { /* before a uint32 count can wrap */
+            for (int t = 0; t < nt; t++) {
+                if (kmin[t] > kmax[t]) continue;
+                uint32_t *c0 = sub + (size_t)t * 4 * nkeys, *c1 = c0 + nkeys, *c2 = c1 + nkeys, *c3 = c2 + nkeys;
+                int64_t *ct = counts + t * nbins, *ix = inexact + t * nbins;
+                for (int64_t k = kmin[t] >> 1; k <= (int64_t)(kmax[t] >> 1); k++) {
                     const int64_t exact = (int64_t)c0[2 * k] + c1[2 * k] + c2[2 * k] + c3[2 * k];
                     const int64_t above = (int64_t)c0[2 * k + 1] + c1[2 * k + 1] + c2[2 * k + 1] + c3[2 * k + 1];
                     ct[k] += exact + above;
                     ix[k] += above;
                 }
-                memset(sub, 0, sizeof(uint32_t) * 4 * (size_t)nkeys);
-                since_flush = 0;
+                const size_t from = kmin[t] & ~1u, count = (kmax[t] | 1u) - from + 1;
+                for (int q = 0; q < 4; q++) memset(c0 + q * nkeys + from, 0, sizeof(uint32_t) * count);
+                kmin[t] = UINT32_MAX;
+                kmax[t] = 0;
             }
+            since_flush = 0;
         }
     }
     stats[2] += probe;

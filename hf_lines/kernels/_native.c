@@ -164,12 +164,9 @@ int hfl_wsum(int dt, const void *b, const void *const *m, const float *w, int nt
 }
 
 int hfl_ties_hist(int dt, const void *b, const void *const *m, const float *w, int nt, int64_t n, int shift,
-                  int64_t *counts, int64_t *inexact, double *stats) {
+                  int64_t *counts, int64_t *inexact, uint32_t *sub, double *stats) {
     if (nt < 1 || nt > MAX_TASKS || shift < 1 || shift > 30) return -3;
-    uint32_t *sub = (uint32_t *)calloc((size_t)4 << (32 - shift), sizeof(uint32_t));
-    if (!sub) return -2;
     DISPATCH(dt, ties_hist, b, (const void *)m, w, nt, n, shift, counts, inexact, sub, stats);
-    free(sub);
     return 0;
 }
 

@@ -175,11 +175,18 @@ def fused_histograms(
 
 
 def observe_histograms(
-    trackers: Sequence[KthMagnitude], base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+    trackers: Sequence[KthMagnitude],
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    totals: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> bool | None:
     """Count one tensor in the current pass of each tracker that needs values; True when all were finite.
 
-    None where the kernels do not apply (nothing was counted then).
+    With ``totals`` (a thread's running (counts, inexact) of pass 1, see ``Ties``) pass-1
+    histograms are added there and reach the trackers at the end of the pass; otherwise
+    they are added to the trackers now. None where the kernels do not apply (nothing was
+    counted then).
     """
     wanted = [t for t, k in enumerate(trackers) if k.needs_values]
     if not wanted:
@@ -187,12 +194,13 @@ def observe_histograms(
     shift = trackers[wanted[0]].shift
     refine = [t for t in wanted if trackers[t].bin_to_refine is not None]
     if not refine:  # pass 1 for every task at once: the base is read once
-        hist = kernels.ties_histograms(base, models, weights, shift)
+        hist = kernels.ties_histograms(base, models, weights, shift, *(totals or (None, None)))
         if hist is None:
             return None
         counts, inexact, finite = hist
-        for t in wanted:
-            trackers[t].add_histogram(counts[t], inexact[t])
+        if totals is None:
+            for t in wanted:
+                trackers[t].add_histogram(counts[t], inexact[t])
         return finite
     lows = [kernels.ties_low_histogram(base, models[t], weights[t], shift, trackers[t].bin_to_refine) for t in refine]
     if any(low is None for low in lows):
@@ -244,6 +252,10 @@ class Ties(MergeMethod):
         }
         self._kth: list[KthMagnitude] | None = None
         self._lock = threading.Lock()
+        # pass-1 histograms of the global trim, one running (counts, inexact) per worker thread:
+        # a tensor's histogram is not allocated, zeroed and added up per tensor
+        self._local = threading.local()
+        self._totals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def needs_statistics(self) -> bool:  # type: ignore[override]
@@ -262,7 +274,7 @@ class Ties(MergeMethod):
         if not wanted:
             return None
         if self.dare is None:
-            finite = observe_histograms(trackers, base, models, weights)
+            finite = observe_histograms(trackers, base, models, weights, self._thread_totals(trackers))
             if finite is not None:
                 return finite
         for _, _, taus in iter_task_vectors(name, base, models, weights, self.dare):
@@ -270,8 +282,23 @@ class Ties(MergeMethod):
                 trackers[t].add(taus[t])
         return None
 
+    def _thread_totals(self, trackers: Sequence[KthMagnitude]) -> tuple[torch.Tensor, torch.Tensor]:
+        totals = getattr(self._local, "totals", None)
+        if totals is None:
+            counts = torch.zeros((len(trackers), trackers[0].counts.numel()), dtype=torch.int64)
+            totals = self._local.totals = (counts, torch.zeros_like(counts))
+            with self._lock:
+                self._totals.append(totals)
+        return totals
+
     def finish_statistics(self) -> bool:
         trackers = self._trackers(0) if self._kth is not None else []
+        for counts, inexact in self._totals:
+            for t, k in enumerate(trackers):
+                if k.needs_values and k.bin_to_refine is None:
+                    k.add_histogram(counts[t], inexact[t])
+        self._totals = []
+        self._local = threading.local()
         again = [k.finish() for k in trackers if k.needs_values]
         return any(again)
 
