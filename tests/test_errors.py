@@ -124,3 +124,20 @@ def test_cli_reports_errors_cleanly(family_models, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "Traceback" not in err
+
+
+def test_console_script_exit_codes_and_output(family_models, tmp_path):
+    # the console entry point exits without interpreter teardown: its output and exit code must survive that
+    import subprocess
+    import sys
+
+    base, (ft,) = family_models("llama")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "hf_lines", *args], capture_output=True, text=True,  # noqa: E731
+                                       timeout=300)
+    done = run("scale", str(base), str(ft), "-o", str(tmp_path / "out"), "--alpha", "0.5", "--beta", "0.5", "-q")
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and (tmp_path / "out" / "model.safetensors").exists()
+    again = run("scale", str(base), str(ft), "-o", str(tmp_path / "out"), "--alpha", "0.5", "--beta", "0.5", "-q")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert run("no-such-command").returncode == 2
+    assert run("--version").stdout.startswith("hf-lines ")

@@ -168,35 +168,55 @@ HOT static void FN(ties_hist_low)(const T *b, const T *m, float w, int64_t n, in
  * branch-free, so it vectorizes. Returns how many were flagged. */
 HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w, int nt, const float *thr, int64_t n,
                                   float s, int mean, T *o, double *stats, int64_t *sign_total, uint8_t *amb,
-                                  float *negv, double *pos_stats) {
-    float bb[BLK], mt[BLK], sum[BLK], ps[BLK], pc[BLK], ns[BLK], nc[BLK], merged[BLK], d[BLK];
-    uint8_t flag[BLK];
+                                  float *negv, double *pos_stats, float *mts) {
+    float bb[BLK] VALIGN, sum[BLK] VALIGN, ps[BLK] VALIGN, pc[BLK] VALIGN, ns[BLK] VALIGN, nc[BLK] VALIGN,
+        merged[BLK], d[BLK];
+    uint8_t flag[BLK + 8];
     double st0 = 0, st1 = 0;
     float probe = 0.0f;
     int64_t signs = 0, namb = 0;
     for (int64_t start = 0; start < n; start += BLK) {
         const int64_t len = n - start < BLK ? n - start : BLK;
+        if (start + PREFETCH_BLOCKS * BLK < n) { /* a later block's lines arrive while this one computes */
+            const char *later = (const char *)(b + start + PREFETCH_BLOCKS * BLK);
+            for (size_t q = 0; q < BLK * sizeof(T); q += 64) __builtin_prefetch(later + q, 0, 0);
+            for (int t = 0; t < nt; t++) {
+                later = (const char *)(m[t] + start + PREFETCH_BLOCKS * BLK);
+                for (size_t q = 0; q < BLK * sizeof(T); q += 64) __builtin_prefetch(later + q, 0, 0);
+            }
+        }
+        const int64_t padded = (len + VL - 1) / VL * VL; /* zero lanes past the end add nothing */
         const T *bp = b + start;
         T *op = o + start;
-        for (int64_t j = 0; j < len; j++) {
-            bb[j] = LOAD(bp[j]);
-            sum[j] = ps[j] = pc[j] = ns[j] = nc[j] = 0.0f;
-        }
+        for (int64_t j = 0; j < len; j++) bb[j] = LOAD(bp[j]);
+        for (int64_t j = len; j < padded; j++) bb[j] = 0.0f;
         probe += nonfinite_probe(bb, len);
         for (int t = 0; t < nt; t++) {
             const T *mp = m[t] + start;
-            const float wt = w[t], th = thr[t];
+            float *mt = mts + (size_t)t * BLK;
             for (int64_t j = 0; j < len; j++) mt[j] = LOAD(mp[j]);
-            for (int64_t j = 0; j < len; j++) {
-                const float x = (mt[j] - bb[j]) * wt;
-                const float k = fabsf(x) >= th ? x : 0.0f;
-                sum[j] += k;
-                ps[j] += k > 0.0f ? k : 0.0f;
-                pc[j] += k > 0.0f ? 1.0f : 0.0f;
-                ns[j] += k < 0.0f ? k : 0.0f;
-                nc[j] += k < 0.0f ? 1.0f : 0.0f;
-            }
+            for (int64_t j = len; j < padded; j++) mt[j] = 0.0f;
             probe += nonfinite_probe(mt, len);
+        }
+        /* the five accumulators of 16 entries stay in registers across the tasks */
+        for (int64_t j = 0; j < padded; j += VL) {
+            const vf base = *(const vf *)(bb + j), one = base * 0.0f + 1.0f;
+            vf vsum = base * 0.0f, vps = vsum, vpc = vsum, vns = vsum, vnc = vsum;
+            for (int t = 0; t < nt; t++) {
+                const vf x = (*(const vf *)(mts + (size_t)t * BLK + j) - base) * w[t];
+                const vf k = (vf)((vi)x & (vabs(x) >= thr[t]));
+                const vi pos = k > 0.0f, neg = k < 0.0f;
+                vsum += k;
+                vps += (vf)((vi)k & pos);
+                vpc += (vf)((vi)one & pos);
+                vns += (vf)((vi)k & neg);
+                vnc += (vf)((vi)one & neg);
+            }
+            *(vf *)(sum + j) = vsum;
+            *(vf *)(ps + j) = vps;
+            *(vf *)(pc + j) = vpc;
+            *(vf *)(ns + j) = vns;
+            *(vf *)(nc + j) = vnc;
         }
         int32_t blk_signs = 0, blk_amb = 0;
         for (int64_t j = 0; j < len; j++) {
@@ -213,27 +233,29 @@ HOT static int64_t FN(ties_merge)(const T *b, const T *const *m, const float *w,
         }
         signs += blk_signs;
         if (blk_amb) { /* common in half precision, where task vectors are a few ulps */
-            float pm[BLK], pd[BLK], nv[BLK];
-            for (int64_t j = 0; j < len; j++) {
-                const float f = (float)flag[j];
-                nv[j] = mean ? ns[j] / (nc[j] > 1.0f ? nc[j] : 1.0f) : ns[j];
-                pm[j] = f * merged[j];
-                pd[j] = f * d[j];
-                merged[j] -= pm[j];
-                d[j] -= pd[j];
-            }
-            /* start is a multiple of BLK, so of 8: whole bytes of the mask */
+            /* start is a multiple of BLK, so of 8: whole bytes of the mask, eight flags (0 or 1
+             * bytes) packed into one by a multiplication */
+            for (int64_t j = len; j < (len + 7) / 8 * 8; j++) flag[j] = 0;
             for (int64_t j = 0; j < len; j += 8) {
-                uint8_t byte = 0;
-                for (int q = 0; q < 8 && j + q < len; q++) byte |= (uint8_t)(flag[j + q] << q);
-                amb[(start + j) >> 3] = byte;
+                uint64_t eight;
+                memcpy(&eight, flag + j, 8);
+                amb[(start + j) >> 3] = (uint8_t)((eight * 0x0102040810204080ull) >> 56);
             }
-            for (int64_t j = 0; j < len; j++) { /* branch-free compaction */
-                negv[namb] = nv[j];
-                namb += flag[j];
+            /* visiting only the flagged entries, in order: their negative merge for ties_settle,
+             * and their norms moved from stats to pos_stats */
+            for (int64_t j = 0; j < len; j += 64) {
+                uint64_t bits = 0;
+                memcpy(&bits, amb + ((start + j) >> 3), (size_t)((len - j + 7) / 8 < 8 ? (len - j + 7) / 8 : 8));
+                while (bits) {
+                    const int64_t i = j + __builtin_ctzll(bits);
+                    bits &= bits - 1;
+                    negv[namb++] = mean ? ns[i] / (nc[i] > 1.0f ? nc[i] : 1.0f) : ns[i];
+                    pos_stats[0] += (double)merged[i] * merged[i];
+                    pos_stats[1] += (double)d[i] * d[i];
+                    merged[i] = 0.0f;
+                    d[i] = 0.0f;
+                }
             }
-            pos_stats[0] += sumsq(pm, len);
-            pos_stats[1] += sumsq(pd, len);
         }
         st0 += sumsq(merged, len);
         st1 += sumsq(d, len);
