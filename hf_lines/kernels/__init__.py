@@ -34,7 +34,8 @@ _SIGNATURES = {
     "hfl_wsum": (_int, [_int, _p, _p, _p, _int, _p, _i64, _f32, _p]),
     "hfl_ties_hist": (_int, [_int, _p, _p, _p, _int, _i64, _int, _p, _p, _p, _p]),
     "hfl_ties_hist_low": (_int, [_int, _p, _p, _f32, _i64, _int, _i64, _p]),
-    "hfl_ties_merge": (_i64, [_int, _p, _p, _p, _int, _p, _i64, _f32, _int, _p, _p, _p]),
+    "hfl_ties_merge": (_i64, [_int, _p, _p, _p, _int, _p, _i64, _f32, _int, _p, _p, _p, _p, _p, _p]),
+    "hfl_ties_settle": (_int, [_int, _p, _p, _i64, _f32, _p, _p, _p]),
 }
 
 
@@ -90,10 +91,6 @@ def _usable(tensors: Sequence[torch.Tensor]) -> int | None:
     return _DTYPES[dtype]
 
 
-def _ptrs(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
-
-
 def _floats(values: Sequence[float]) -> ctypes.Array:
     return (ctypes.c_float * len(values))(*[float(v) for v in values])
 
@@ -109,6 +106,10 @@ def _output(base: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None
     if out.dtype != base.dtype or out.shape != base.shape or not out.is_contiguous() or out.device.type != "cpu":
         return None
     return out
+
+
+def _ptrs(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
 
 
 def weighted_sum_edit(
@@ -130,14 +131,13 @@ def weighted_sum_edit(
     if target is None:
         return None
     st = (ctypes.c_double * 3)()
-    n = base.numel()
     if len(models) == 1:
-        _check(_LIB.hfl_lerp(code, base.data_ptr(), models[0].data_ptr(), target.data_ptr(), n,
+        _check(_LIB.hfl_lerp(code, base.data_ptr(), models[0].data_ptr(), target.data_ptr(), base.numel(),
                              float(scale) * float(weights[0]), st), "lerp")
         tau_sq = st[0] * float(weights[0]) ** 2
     else:
         _check(_LIB.hfl_wsum(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
-                             target.data_ptr(), n, float(scale), st), "wsum")
+                             target.data_ptr(), base.numel(), float(scale), st), "wsum")
         tau_sq = st[0]
     return target, KernelStats(tau_sq, st[1], st[2])
 
@@ -179,8 +179,8 @@ def ties_histograms(
         inexact = torch.zeros_like(counts)
     st = (ctypes.c_double * 3)()
     _check(_LIB.hfl_ties_hist(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models), base.numel(),
-                              shift, counts.data_ptr(), inexact.data_ptr(), _sub_histograms(shift, len(models)).data_ptr(), st),
-           "ties_hist")
+                              shift, counts.data_ptr(), inexact.data_ptr(),
+                              _sub_histograms(shift, len(models)).data_ptr(), st), "ties_hist")
     return counts, inexact, not math.isnan(st[2])
 
 
@@ -210,8 +210,8 @@ def ties_edit(
 ) -> tuple[torch.Tensor, KernelStats] | None:
     """base + scale * TIES(tau_1..tau_N) in one pass (``methods.ties.ties_task_vector``'s rules), or None.
 
-    Entries whose trimmed values cancel exactly are settled by the tensor's sign total, as
-    the torch path does, inside the same call.
+    Entries whose trimmed values cancel exactly are settled by the sign total of the
+    tensor, as the torch path does.
     """
     if _LIB is None or not models or len(models) > MAX_TASKS:
         return None
@@ -219,9 +219,18 @@ def ties_edit(
     target = _output(base, out) if code is not None else None
     if target is None:
         return None
-    st = (ctypes.c_double * 3)()
-    sign_total = ctypes.c_int64(0)
-    _check(_LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
-                               _floats(thresholds), base.numel(), float(scale), int(aggregate == "mean"),
-                               target.data_ptr(), st, ctypes.byref(sign_total)), "ties_merge")
+    n = base.numel()
+    st, pos, total = (ctypes.c_double * 3)(), (ctypes.c_double * 2)(), ctypes.c_int64(0)
+    amb = torch.zeros((n + 7) // 8 + 1, dtype=torch.uint8)
+    negv = torch.empty(n + 512, dtype=torch.float32)  # pages are touched only as entries are flagged
+    flagged = _LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
+                                  _floats(thresholds), n, float(scale), int(aggregate == "mean"), target.data_ptr(),
+                                  st, ctypes.byref(total), amb.data_ptr(), negv.data_ptr(), pos)
+    _check(flagged, "ties_merge")
+    if flagged and total.value <= 0:  # entries whose kept values cancel exactly: the negative ones
+        _check(_LIB.hfl_ties_settle(code, base.data_ptr(), target.data_ptr(), n, float(scale), amb.data_ptr(),
+                                    negv.data_ptr(), st), "ties_settle")
+    elif flagged:
+        st[0] += pos[0]
+        st[1] += pos[1]
     return target, KernelStats(st[0], st[1], st[2])

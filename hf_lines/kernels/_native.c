@@ -183,30 +183,22 @@ int hfl_ties_hist_low(int dt, const void *b, const void *m, float w, int64_t n, 
     return 0;
 }
 
-/* TIES in one call: merge, then settle the entries whose kept values cancel by the sign total
- * of the tensor (positive: the positive values; otherwise the negative ones, as the paper's code).
- * Returns how many entries were settled so. */
+/* TIES over entries [0, n): amb ((n + 7) / 8 bytes, zeroed) and negv (n + BLK floats) are the
+ * caller's, pos_stats[2] receives the norms of the flagged entries' positive merge. Returns how many
+ * entries were flagged; the caller settles them (hfl_ties_settle) once the sign total of the whole
+ * tensor is known, or else adds pos_stats to stats. */
 int64_t hfl_ties_merge(int dt, const void *b, const void *const *m, const float *w, int nt, const float *thr, int64_t n,
-                       float s, int mean, void *o, double *stats, int64_t *sign_total) {
+                       float s, int mean, void *o, double *stats, int64_t *sign_total, uint8_t *amb, float *negv,
+                       double *pos_stats) {
     int64_t r = -3;
     if (nt < 1 || nt > MAX_TASKS) return -3;
-    uint8_t *amb = (uint8_t *)calloc((size_t)((n + 7) >> 3) + 1, 1);
-    float *negv = (float *)malloc(sizeof(float) * ((size_t)n + BLK)); /* pages are touched only as used */
     float *mts = (float *)aligned_alloc(64, sizeof(float) * BLK * (size_t)nt);
-    if (!amb || !negv || !mts) {
-        free(amb);
-        free(negv);
-        free(mts);
-        return -2;
-    }
+    if (!mts) return -2;
     int64_t total = 0;
-    double pos_stats[2] = {0.0, 0.0};
 #define TIES_CASE(code, suffix, TT)                                                                            \
     case code:                                                                                                 \
         r = ties_merge_##suffix((const TT *)b, (const TT *const *)m, w, nt, thr, n, s, mean, (TT *)o, stats,    \
-                                &total, amb, negv, pos_stats, mts);                                                 \
-        if (r > 0 && total <= 0)                                                                               \
-            ties_settle_##suffix((const TT *)b, (TT *)o, n, s, amb, negv, stats);                              \
+                                &total, amb, negv, pos_stats, mts);                                            \
         break;
     switch (dt) {
         TIES_CASE(DT_F32, f32, float)
@@ -214,15 +206,16 @@ int64_t hfl_ties_merge(int dt, const void *b, const void *const *m, const float 
         TIES_CASE(DT_F16, f16, uint16_t)
     }
 #undef TIES_CASE
-    if (r > 0 && total > 0) {
-        stats[0] += pos_stats[0];
-        stats[1] += pos_stats[1];
-    }
     *sign_total = total;
-    free(amb);
-    free(negv);
     free(mts);
     return r;
+}
+
+/* The flagged entries of hfl_ties_merge get their negative merge: out = base + s * negv[k]. */
+int hfl_ties_settle(int dt, const void *b, void *o, int64_t n, float s, const uint8_t *amb, const float *negv,
+                    double *stats) {
+    DISPATCH(dt, ties_settle, b, o, n, s, amb, negv, stats);
+    return 0;
 }
 
 /* An importable module, so the shared library is found like any extension; its functions go through ctypes. */
