@@ -63,3 +63,42 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {scenario} | {pair} | {d['max_abs']:.3g} | {d['max_ulps_at_input_scale']:.2f} | {d['update_rel_err']:.2e} | "
                              f"{100 * d['frac_elements_differing']:.4f}% | {d['worst_tensor']}{probs} |")
     return "\n".join(lines) + "\n"
+
+
+SCENARIO_TITLES = {
+    "single": "single edit",
+    "ta4": "4-model task arithmetic",
+    "ties4": "4-model TIES, per-tensor trim",
+    "ties4-global": "4-model TIES, global trim",
+}
+
+
+def readme_table(results: list[dict]) -> str:
+    """One table over several result files, as the README quotes it: min and median wall time of
+    the repeats, ratios to the I/O floor (both by min) and mergekit's time over hf-lines'."""
+    lines = ["| scenario | tool | runs | wall s (min) | wall s (median) | peak RSS GB | × floor | mergekit ÷ hf-lines |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for result in results:
+        rows = {(r["scenario"], r["tool"]): r for r in result["rows"]}
+        for r in result["rows"]:
+            title = SCENARIO_TITLES.get(r["scenario"], r["scenario"])
+            if r["status"] != "ok":
+                lines.append(f"| {title} | {r['tool']} | | {r['status']}: {r.get('note', '')} | | | | |")
+                continue
+            ratio = ""
+            ours = rows.get((r["scenario"], "hf-lines"), {})
+            if r["tool"] == "mergekit" and ours.get("status") == "ok":
+                ratio = _f(r["wall_s_min"] / ours["wall_s_min"], ".2f")
+            lines.append(f"| {title} | {r['tool']} | {len(r['samples'])} | {_f(r['wall_s_min'], '.2f')} | "
+                         f"{_f(r['wall_s_median'], '.2f')} | {_f(r.get('peak_rss_gb'), '.2f')} | "
+                         f"{_f(r.get('x_floor'), '.2f')} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Print the README's table from benchmark result files.")
+    ap.add_argument("results", nargs="+", type=Path, help="benchmarks/results/*.json written by run.py")
+    print(readme_table([json.loads(p.read_text()) for p in ap.parse_args().results]), end="")

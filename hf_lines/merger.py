@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from .buffers import OutputBuffers
+from .file_sink import WriteMode
 from .engine import compute_device
 from .plot import preload as preload_plotting
 from .engine import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, default_prefetch, default_workers,
@@ -286,6 +287,7 @@ class LinesMerger:
         workers: int | None = None,
         memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
         device: str | torch.device | None = None,
+        write_mode: WriteMode = "auto",
         output: str = "model",
         card_template: str | Path | None = None,
         card_data: dict[str, Any] | None = None,
@@ -304,6 +306,8 @@ class LinesMerger:
         ``memory_budget`` (bytes) caps the inputs and outputs of the tensors in flight (one tensor
         always runs, whatever its size); ``workers`` is the number of compute threads;
         ``device`` is where the arithmetic runs ("cuda", "auto" for accelerate's choice; default CPU).
+        ``write_mode`` is how weights files are written (see ``hf_lines.file_sink``): "auto" uses
+        direct I/O where the filesystem allows it, "buffered" the page cache.
         """
         from .adapters import resolve_output_format, save_merger_adapter
         from .card import check_card_fields, write_merger_card
@@ -325,7 +329,7 @@ class LinesMerger:
         norms: dict[str, tuple[float, float]] = {}
         plotting = preload_plotting()
         with staged_folder(save_directory, overwrite) as tmp:
-            writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"})
+            writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"}, write_mode=write_mode)
             workers = workers or default_workers()
             prefetch = default_prefetch(workers)
             # one more than can be in flight: take() never waits forever

@@ -137,3 +137,20 @@ def test_buffers_at_the_file_phase_are_written_in_place(tmp_path: Path, monkeypa
     assert in_place == [len(big), len(big2)]
     data = (tmp_path / "f.bin").read_bytes()
     assert data[70_000:] == head + big + mid + big2 + big2
+
+
+def test_write_modes_give_the_same_checkpoint(family_models, tmp_path: Path):
+    from hf_lines import LinesMerger
+    from hf_lines.cli import main
+
+    base, fts = family_models("llama", n_models=2)
+    merger = LinesMerger.from_pretrained(base, fts, alpha=0.3, beta=0.6)
+    outs = {mode: merger.save_pretrained(tmp_path / mode, write_mode=mode, progress=False, max_shard_size="40KB")
+            for mode in ("auto", "buffered")}
+    shards = sorted(p.name for p in outs["auto"].glob("*.safetensors"))
+    assert len(shards) > 1 and shards == sorted(p.name for p in outs["buffered"].glob("*.safetensors"))
+    for name in shards:
+        assert (outs["auto"] / name).read_bytes() == (outs["buffered"] / name).read_bytes()
+    rc = main(["scale", str(base), str(fts[0]), "-o", str(tmp_path / "cli"), "--alpha", "0.3", "--beta", "0.6",
+               "--write-mode", "buffered", "-q"])
+    assert rc == 0 and (tmp_path / "cli" / "model.safetensors").exists()

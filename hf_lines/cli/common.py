@@ -25,6 +25,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="memory that tensors in flight may hold, e.g. 512MB (default); one tensor always runs")
     p.add_argument("--device", default=None,
                    help="where to compute: cpu (default), cuda, cuda:1, or auto (accelerate's choice)")
+    p.add_argument("--write-mode", choices=("auto", "direct", "buffered"), default="auto",
+                   help="weights files: 'auto' writes with direct I/O where the filesystem allows it (default), "
+                        "'buffered' through the page cache, 'direct' or fail")
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # prefer HF_TOKEN or `huggingface-cli login`
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -43,6 +46,7 @@ def run_options(args: argparse.Namespace) -> dict:
     options = dict(
         overwrite=args.overwrite, max_shard_size=args.max_shard_size, progress=not args.quiet,
         workers=args.workers, device=args.device, card_template=getattr(args, "card_template", None),
+        write_mode=args.write_mode,
     )
     if args.memory_budget is not None:
         options["memory_budget"] = args.memory_budget
