@@ -22,6 +22,10 @@ class OutputExistsError(LinesError):
     """The output folder already exists and overwriting was not asked for."""
 
 
+class OutputWriteError(LinesError):
+    """Writing the output failed (a full disk, a vanished folder); nothing half-written is left."""
+
+
 class RecipeError(LinesError):
     """A merge recipe does not follow the schema."""
 

@@ -7,10 +7,11 @@ Firecracker's balloon and free page reporting do) that allocation dominates: 2.2
 writes also leave the inputs' cached pages in place and the output on disk (fsynced) when
 the run ends, so a finished folder is a durable one.
 
-Direct I/O needs block-aligned buffers, offsets and lengths: bytes are copied into one of
-two page-aligned staging buffers, a full buffer goes to disk on a background thread while
-the other fills (the device writes while the caller computes), the last block is padded
-and the file is truncated to its true length. Where ``O_DIRECT`` is missing (macOS,
+Direct I/O needs block-aligned buffers, offsets and lengths. A large buffer that starts at
+the file position's alignment (the engine allocates its outputs so) goes to disk from its
+own memory; other bytes are copied into one of two page-aligned staging buffers, and a full
+one goes to disk on a background thread while the other fills. The last block is padded and
+the file is truncated to its true length. Where ``O_DIRECT`` is missing (macOS,
 Windows) or refused (some network filesystems) the sink writes through the page cache
 instead, as a plain file would.
 """
@@ -60,8 +61,11 @@ class Staging:
                 pass  # already raised to the sink that wrote it
         self.flusher.shutdown(wait=True)
         for view, m in zip(self.buffers, self._maps):
-            view.release()
-            m.close()
+            try:
+                view.release()
+                m.close()
+            except BufferError:  # a slice still held by a traceback being raised: the GC unmaps it later
+                pass
 
 
 def _address(view: memoryview) -> int | None:
@@ -225,7 +229,10 @@ class FileSink:
     def _pwrite_all(self, view: memoryview, offset: int) -> None:
         assert self._fd is not None
         while len(view):
-            n = os.pwrite(self._fd, view, offset)
+            try:
+                n = os.pwrite(self._fd, view, offset)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(self.path)) from e
             if n <= 0:
                 raise OSError(errno.EIO, f"short write at offset {offset}", str(self.path))
             view, offset = view[n:], offset + n

@@ -8,11 +8,14 @@ huggingface_hub's splitter, so the layout is exactly what ``from_pretrained`` ex
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 import torch
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 
+from .errors import OutputWriteError
 from .file_sink import ALIGN, FileSink, Staging, WriteMode
 from .sources.checkpoint import _SAFE_DTYPES, TensorInfo
 
@@ -100,23 +103,25 @@ class ShardedWriter:
             raise RuntimeError(
                 f"tensor {name!r}: planned {info.shape} {info.dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
             )
-        if self._left_in_shard == 0:
-            self._open_next_shard()
-        assert self._file is not None
-        if tensor.numel():
-            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._file.write(memoryview(data))
-        self._next += 1
-        self._left_in_shard -= 1
-        if self._left_in_shard == 0:
-            self._file.close()
-            self._file = None
+        with self._disk():
+            if self._left_in_shard == 0:
+                self._open_next_shard()
+            assert self._file is not None
+            if tensor.numel():
+                data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+                self._file.write(memoryview(data))
+            self._next += 1
+            self._left_in_shard -= 1
+            if self._left_in_shard == 0:
+                self._file.close()
+                self._file = None
 
     def close(self) -> None:
         """Finish: check every tensor came, write the index when sharded."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._disk():
+            if self._file is not None:
+                self._file.close()
+                self._file = None
         self._release_staging()
         if self._next != len(self.order):
             raise RuntimeError(f"writer closed after {self._next} of {len(self.order)} tensors")
@@ -124,6 +129,18 @@ class ShardedWriter:
             index = {"metadata": {**self._split.metadata, "total_size": sum(i.nbytes for i in self._infos.values())},
                      "weight_map": self._split.tensor_to_filename}
             (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    @contextlib.contextmanager
+    def _disk(self) -> Iterator[None]:
+        """OS errors of the output files, as an error that names the file and says what to do."""
+        try:
+            yield
+        except OSError as e:
+            where = e.filename or (self._file.path if self._file is not None else self.folder)
+            raise OutputWriteError(
+                f"writing {where} failed: {e.strerror or e}; free space there or choose another output "
+                "folder (the partial output is removed, inputs are untouched)"
+            ) from e
 
     def abort(self) -> None:
         if self._file is not None:

@@ -154,3 +154,18 @@ def test_write_modes_give_the_same_checkpoint(family_models, tmp_path: Path):
     rc = main(["scale", str(base), str(fts[0]), "-o", str(tmp_path / "cli"), "--alpha", "0.3", "--beta", "0.6",
                "--write-mode", "buffered", "-q"])
     assert rc == 0 and (tmp_path / "cli" / "model.safetensors").exists()
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(family_models, tmp_path: Path, monkeypatch):
+    from hf_lines import LinesMerger
+    from hf_lines.errors import OutputWriteError
+
+    base, (ft,) = family_models("llama")
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(OutputWriteError, match=r"model\.safetensors failed: No space left on device; free space"):
+        LinesMerger.from_pretrained(base, [ft], alpha=0.5, beta=0.5).save_pretrained(
+            tmp_path / "out", progress=False, write_mode="auto")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
