@@ -10,10 +10,9 @@ import torch
 
 from .buffers import OutputBuffers
 from .file_sink import WriteMode
-from .engine import compute_device
 from .plot import preload as preload_plotting
-from .engine import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, default_prefetch, default_workers,
-                     read_inputs, stream)
+from .engine import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, compute_device, default_prefetch,
+                     default_workers, read_inputs, stream)
 from .layers import LayerMap
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy

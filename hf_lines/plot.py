@@ -61,7 +61,7 @@ def plot_schedule(
     fig = Figure(figsize=(7.5, height), dpi=110)
     FigureCanvasAgg(fig)
     # Fixed margins (the constrained layout engine would double the drawing time for no visible
-    # gain), Unicode labels instead of mathtext and fixed legend corners: a third of the time.
+    # gain), Unicode labels instead of mathtext and a cheap legend placement: a third of the time.
     fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.35 / height, bottom=0.5 / height, hspace=0.12)
     axes = fig.subplots(2 if has_norms else 1, 1, sharex=True, squeeze=False)[:, 0]
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]

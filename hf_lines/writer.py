@@ -12,6 +12,7 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Iterator
+
 import torch
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 

@@ -91,6 +91,10 @@ def _usable(tensors: Sequence[torch.Tensor]) -> int | None:
     return _DTYPES[dtype]
 
 
+def _ptrs(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
 def _floats(values: Sequence[float]) -> ctypes.Array:
     return (ctypes.c_float * len(values))(*[float(v) for v in values])
 
@@ -106,10 +110,6 @@ def _output(base: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None
     if out.dtype != base.dtype or out.shape != base.shape or not out.is_contiguous() or out.device.type != "cpu":
         return None
     return out
-
-
-def _ptrs(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
 
 
 def weighted_sum_edit(
