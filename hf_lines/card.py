@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .card_metadata import RELATIONS, check_card_fields, check_metadata, pipeline_tag, validate_card
-from .errors import CardError
+from .errors import CardError, writing
 from .provenance import FINGERPRINT_COVERS, ParentInfo, card_license, parent_info
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ def recipe_for(
         flags += f" --policy {lines['policy']}"
     if lines.get("stacks", "chain") != "chain":
         flags += f" --stacks {lines['stacks']}"
+    if lines.get("allow_large_lambda"):
+        flags += " --allow-large-lambda"
     if relation == "adapter":
         flags += " --output-format adapter"
     cli = None
@@ -84,7 +87,7 @@ def recipe_for(
         args.append(f"method={name!r}")
     if any((m.weight or 1.0) != 1.0 for m in models):
         args.append(f"weights={[m.weight for m in models]!r}")
-    for key, default in (("policy", "paper"), ("stacks", "chain")):
+    for key, default in (("policy", "paper"), ("stacks", "chain"), ("allow_large_lambda", False)):
         if lines.get(key, default) != default:
             args.append(f"{key}={lines[key]!r}")
     args += [f"{k}={v!r}" for k, v in method.items()]
@@ -197,7 +200,44 @@ def template_path(template: str | Path | None) -> Path:
         return path
     if (TEMPLATES_DIR / str(template)).is_file():
         return TEMPLATES_DIR / str(template)
-    raise CardError(f"card template {template} not found; pass a path to a .md.jinja file (see model_cards/)")
+    raise CardError(f"card template {template} (card_template, --card-template) not found or not a file; "
+                    "pass a path to a .md.jinja file (see model_cards/)")
+
+
+def check_card_template(template: str | Path | None, render: Callable[[Path], Any] | None = None) -> None:
+    """Refuse a card template (``--card-template``) that is missing, unreadable or broken: now, not after the weights.
+
+    ``render(folder)`` renders the run's own card into a scratch folder (no plot, a few
+    milliseconds), so a template that parses but fails on the real context (an unknown
+    attribute, a filter on the wrong type) fails here too. The default template is not checked.
+    """
+    if template is None:
+        return
+    import jinja2
+
+    path = template_path(template)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CardError(f"card template {path} cannot be read ({e}); pass --card-template a readable UTF-8 "
+                        ".md.jinja file") from e
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        raise CardError(f"card template {path}, line {e.lineno}: {e.message}; fix the template "
+                        "or leave out --card-template for the default card") from e
+    if render is not None:
+        with tempfile.TemporaryDirectory(prefix="hf-lines-card-") as scratch:
+            render(Path(scratch))
+
+
+def preview_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as a card can show it before the run: alpha = 'auto', known only after the
+    statistics pass, stands in as 1.0."""
+    lines = dict(record["lines"])
+    if not isinstance(lines.get("alpha"), (int, float)):
+        lines["alpha"] = 1.0
+    return {**record, "lines": lines}
 
 
 def write_card(
@@ -252,9 +292,10 @@ def write_card(
     if plot and any(r["block"] is not None for r in rows):
         from .plot import plot_schedule
 
-        plot_schedule(folder / PLOT_NAME, rows, alpha=lines["alpha"], beta=lines["beta"])
+        with writing(folder / PLOT_NAME):
+            plot_schedule(folder / PLOT_NAME, rows, alpha=lines["alpha"], beta=lines["beta"])
         plot_file = PLOT_NAME
-    # staged_folder() writes into ".NAME.tmp-XXXX" beside the output: the card names the output
+    # staged_output() writes into ".NAME.tmp-PID-XXXX" beside the output: the card names the output
     staged = re.fullmatch(r"\.(.+)\.tmp-[^.]+", folder.name)
     name = model_name or (staged.group(1) if staged else folder.name)
     recipe = dict(recipe or recipe_for(record, parents, name, relation))
@@ -289,10 +330,13 @@ def write_card(
         raise CardError(f"card template {path} cannot be rendered: {e}") from e
     except ValueError as e:  # ModelCard refuses front matter that is not a YAML mapping
         raise CardError(f"card template {path} renders invalid front matter: {e}") from e
+    except Exception as e:  # a template's own expression failing on the context (1 + 'a', a missing key)
+        raise CardError(f"card template {path} fails while rendering: {type(e).__name__}: {e}") from e
     if not card.data.to_dict():  # a template without a `{{ card_data }}` front matter: keep the metadata anyway
         card.data = data
     validate_card(card)
-    card.save(folder / CARD_NAME)
+    with writing(folder / CARD_NAME):
+        card.save(folder / CARD_NAME)
     return card
 
 
@@ -303,14 +347,18 @@ def write_merger_card(
     model_name: str | None = None,
     template: str | Path | None = None,
     card_data: Mapping[str, Any] | None = None,
+    preview: bool = False,
 ) -> "ModelCard":
-    """The card of a ``LinesMerger`` output (called by ``save_pretrained`` inside the staged folder)."""
+    """The card of a ``LinesMerger`` output (called by ``save_pretrained`` inside the staged folder).
+
+    ``preview``: the card as it can be rendered before the run (no plot; see ``preview_record``).
+    """
     recipe_file = Path(folder) / RECIPE_FILE  # recipe.py saves it beside the output before the card
     recipe_yaml = recipe_file.read_text() if recipe_file.is_file() else None
     parents = [merger.base, *merger.models]
     return write_card(
         folder,
-        merger.describe(),
+        preview_record(merger.describe()) if preview else merger.describe(),
         merger.block_norms() if merger.tensor_norms else (),
         relation="merge",
         config=merger.base.checkpoint.config,
@@ -319,4 +367,5 @@ def write_merger_card(
         template=template,
         card_data=card_data,
         model_name=model_name,
+        plot=not preview,
     )

@@ -60,9 +60,18 @@ def run_demo(out: str | Path, alpha: float | None = None, beta: float | None = N
     """
     from transformers.utils import logging as hf_logging
 
+    from .errors import OptionError
     from .eval import sweep
     from .eval.synthetic import build_benchmark
+    from .options import check_output_free, check_schedule
 
+    # a minute of training must not end in a refusal that was known before it started
+    check_output_free(out, overwrite)
+    if alpha is not None:
+        check_schedule(alpha, beta if beta is not None else 0.0)
+    config = demo_config(steps, seed, quick)
+    if target not in config.tasks:
+        raise OptionError(f"target (--target) {target!r} is not a demo task; choose one of {', '.join(config.tasks)}")
     hf_logging.disable_progress_bar()
     try:
         import datasets
@@ -74,7 +83,7 @@ def run_demo(out: str | Path, alpha: float | None = None, beta: float | None = N
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            bench = build_benchmark(tmp, demo_config(steps, seed, quick), log=log, tasks_to_finetune=[target])
+            bench = build_benchmark(tmp, config, log=log, tasks_to_finetune=[target])
             start = time.perf_counter()
             grid = ({"points": [(alpha, beta if beta is not None else 0.0, "LiNeS")]} if alpha is not None
                     else {"gammas": [round(0.1 * i, 1) for i in range(11)]})

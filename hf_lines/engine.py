@@ -6,6 +6,7 @@ tensors per input, never by the model.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +19,11 @@ from .errors import IncompatibleModelsError, NonFiniteError
 from .methods.arithmetic import is_finite
 from .sources.checkpoint import Checkpoint
 
+log = logging.getLogger(__name__)
+
 
 def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
-    """Refuse inputs that cannot be combined, before anything is written."""
+    """Refuse inputs that cannot be combined, before anything is written; warn once per model of other float dtypes."""
     base_type = base.config.get("model_type")
     base_names = set(base.names())
     for m in models:
@@ -39,6 +42,7 @@ def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
                 f"not in the base: {extra[:5]}{'...' if len(extra) > 5 else ''}); "
                 "were they fine-tuned from this base with the same architecture?"
             )
+        dtypes: dict[tuple[torch.dtype, torch.dtype], int] = {}  # (base, model) float dtypes that differ -> tensors
         for n in base.names():
             a, b = base.info(n).shape, m.info(n).shape
             if a != b:
@@ -46,6 +50,22 @@ def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
                     f"tensor {n!r} has shape {list(b)} in {m.label} but {list(a)} in the base {base.label}; "
                     "the models must share one architecture and vocabulary size"
                 )
+            da, db = base.info(n).dtype, m.info(n).dtype
+            if da != db and da.is_floating_point and db.is_floating_point:
+                dtypes[(da, db)] = dtypes.get((da, db), 0) + 1
+        if dtypes:
+            # Not an error: deltas are computed in float32 either way. One line per model, not per tensor.
+            pairs = "; ".join(
+                f"{k} tensor(s) {_dtype_name(db)} in {m.label} but {_dtype_name(da)} in the base {base.label}"
+                for (da, db), k in dtypes.items()
+            )
+            log.warning("%s has other floating-point dtypes than the base: %s. The output takes the base's dtype "
+                        "(unless a dtype is asked for); convert the models to one dtype to silence this",
+                        m.label, pairs)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def read_inputs(

@@ -87,7 +87,7 @@ class FileSink:
         self.direct = False
         if mode != "buffered" and hasattr(os, "O_DIRECT"):
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
                 self.direct = True
             except OSError as e:
                 if mode == "direct" or e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
@@ -95,7 +95,7 @@ class FileSink:
         if self._fd is None:
             if mode == "direct":
                 raise OSError(errno.EOPNOTSUPP, "O_DIRECT is not available on this platform", str(self.path))
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._staging = staging
         self._owns_staging = False
         if self.direct and staging is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import CardError, PushError
+from .redact import scrub
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -84,9 +85,7 @@ def push_folder(
     secret = token if isinstance(token, str) else get_token() if token is not False else None
 
     def fail(what: str, error: BaseException | str) -> PushError:
-        detail = str(error).strip().rstrip(".") or type(error).__name__
-        if secret:
-            detail = detail.replace(secret, "***")
+        detail = scrub(str(error), secret).strip().rstrip(".") or type(error).__name__
         status = getattr(getattr(error, "response", None), "status_code", None)
         hint = ""
         if status in (401, 403):
@@ -130,6 +129,7 @@ def push_folder(
             commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
         )
     except Exception as e:  # HfHubHTTPError, ValueError (card refused), OSError, connection errors...
-        raise fail(step, e) from e
+        # not chained: the Hub's reply (or a proxy's) may echo the request headers, and a traceback prints it whole
+        raise fail(step, e) from None
     log.info("pushed %s to %s", folder, info.pr_url or info.commit_url)
     return info

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,13 +15,17 @@ from .plot import preload as preload_plotting
 from .engine import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, compute_device, default_prefetch,
                      default_workers, read_inputs, stream)
 from .layers import LayerMap
+from .methods.arithmetic import is_finite
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
+from .errors import NonFiniteError, OptionError, writing
 from .methods import MergeMethod, get_method
-from .output import copy_support_files, staged_folder
+from .options import check_run_options, check_schedule, finite_number
+from .output import copy_support_files
 from .report import BlockNorm, block_norms, tensor_norms
 from .sources import Checkpoint, ModelRef, resolve
 from .recipe import output_dtype, with_dtype, write_output_recipe
+from .staging import input_paths, staged_output
 from .statistics import AutoAlpha, run_statistics
 from .writer import ShardedWriter
 
@@ -31,23 +36,28 @@ class LinesConfig:
 
     ``beta = 0`` is no LiNeS: one constant lambda = alpha (the defaults, alpha 1 and beta 0,
     leave tau_MTL unscaled). ``alpha = "auto"`` is resolved by a statistics pass: see
-    ``hf_lines.statistics``.
+    ``hf_lines.statistics``. alpha, beta and every lambda(i) must be finite, and |lambda| at most
+    ``hf_lines.options.MAX_LAMBDA`` unless ``allow_large_lambda``.
     """
 
     alpha: float | str = 1.0
     beta: float = 0.0
     policy: Policy = "paper"
     stacks: StackMode = "chain"
+    allow_large_lambda: bool = False
 
     def __post_init__(self) -> None:
         if self.alpha != "auto" and (isinstance(self.alpha, (bool, str)) or not isinstance(self.alpha, (int, float))):
-            raise ValueError(f"alpha must be a number or 'auto', got {self.alpha!r}")
+            raise OptionError(f"alpha must be a number or 'auto', got {self.alpha!r}")
         if isinstance(self.beta, (bool, str)) or not isinstance(self.beta, (int, float)):
-            raise ValueError(f"beta must be a number, got {self.beta!r}")
+            raise OptionError(f"beta must be a number, got {self.beta!r}")
         if self.policy not in POLICIES:
-            raise ValueError(f"unknown non-block policy {self.policy!r}; use one of {list(POLICIES)}")
+            raise OptionError(f"unknown non-block policy {self.policy!r}; use one of {list(POLICIES)}")
         if self.stacks not in ("chain", "separate"):
-            raise ValueError(f"unknown stacks mode {self.stacks!r}; use 'chain' or 'separate'")
+            raise OptionError(f"unknown stacks mode {self.stacks!r}; use 'chain' or 'separate'")
+        if not isinstance(self.allow_large_lambda, bool):
+            raise OptionError(f"allow_large_lambda must be true or false, got {self.allow_large_lambda!r}")
+        check_schedule(self.alpha, self.beta, allow_large_lambda=self.allow_large_lambda)
 
 
 @dataclass
@@ -77,7 +87,7 @@ class LinesMerger:
         dtype: torch.dtype | str | None = None,
     ):
         if not models:
-            raise ValueError("give at least one fine-tuned model")
+            raise OptionError("give at least one fine-tuned model")
         self.base = base
         self.models = list(models)
         self.lines = lines or LinesConfig()  # None: no LiNeS, lambda = 1
@@ -108,6 +118,7 @@ class LinesMerger:
         stacks: StackMode = "chain",
         dtype: torch.dtype | str | None = None,
         token: str | bool | None = None,
+        allow_large_lambda: bool = False,
         **method_options: Any,
     ) -> "LinesMerger":
         """Open the base and fine-tuned checkpoints (folders or Hub ``repo@revision``); reads headers only.
@@ -116,25 +127,34 @@ class LinesMerger:
         ties, dare_linear, dare_ties, consensus, soup, wise_ft, ...) and ``method_options`` are
         its options. ``alpha="auto"`` is the paper's (1/N) ||sum tau||_1 / ||tau_MTL||_1;
         ``beta=0`` (default) means no LiNeS, one constant lambda = alpha. ``dtype`` overrides
-        the output dtype (default: the base's).
+        the output dtype (default: the base's). ``allow_large_lambda`` lifts the bound on |lambda|
+        (``hf_lines.options.MAX_LAMBDA``).
         """
         if isinstance(models, (str, Path)):
             models = [models]
         weights = list(weights) if weights is not None else [1.0] * len(models)
         if len(weights) != len(models):
-            raise ValueError(f"{len(weights)} weights given for {len(models)} models")
+            raise OptionError(f"{len(weights)} weights given for {len(models)} models")
+        weights = [finite_number(w, f"weights[{i}]") for i, w in enumerate(weights)]
+        # schedule and method options are checked before any file is opened
+        lines = LinesConfig(alpha, beta, policy, stacks, allow_large_lambda)
+        merge_method = get_method(method, **method_options)
         base_parent = _open(base, token=token)
         parents = [_open(m, token=token, weight=w, base=base_parent) for m, w in zip(models, weights)]
         layer_map = LayerMap.from_names(base_parent.checkpoint.names(), base_parent.checkpoint.config, stacks)
-        return cls(base_parent, parents, LinesConfig(alpha, beta, policy, stacks), get_method(method, **method_options), layer_map,
-                   dtype=dtype)
+        return cls(base_parent, parents, lines, merge_method, layer_map, dtype=dtype)
 
     @classmethod
-    def from_recipe(cls, recipe: "Recipe | dict[str, Any] | str | Path", *, token: str | bool | None = None) -> "LinesMerger":
-        """Build from a recipe: a YAML file path, a mapping or a ``Recipe`` (schema in ``hf_lines.recipe``)."""
+    def from_recipe(cls, recipe: "Recipe | dict[str, Any] | str | Path", *, token: str | bool | None = None,
+                    allow_large_lambda: bool = False) -> "LinesMerger":
+        """Build from a recipe: a YAML file path, a mapping or a ``Recipe`` (schema in ``hf_lines.recipe``).
+
+        ``allow_large_lambda=True`` (CLI ``--allow-large-lambda``) acts as the recipe's
+        ``lines: {allow_large_lambda: true}`` and is recorded in the output's recipe.
+        """
         from .recipe import Recipe
 
-        spec = Recipe.coerce(recipe)
+        spec = Recipe.coerce(recipe, allow_large_lambda=allow_large_lambda)
         merger = cls.from_pretrained(spec.base_model, [m.spec for m in spec.models], token=token, **spec.merger_kwargs())
         merger.output_options = spec.output.to_dict()
         return merger
@@ -193,7 +213,10 @@ class LinesMerger:
         )
         if auto is not None:
             self.auto_alpha = auto
-            self.lines = replace(self.lines, alpha=auto.value)
+            try:  # the resolved schedule must pass the same checks as a given one, before any weight is written
+                self.lines = replace(self.lines, alpha=auto.value)
+            except OptionError as e:
+                raise OptionError(f"alpha = 'auto' resolved to {auto.value!r} from the task vectors: {e}") from None
         self._statistics_done = True
 
     def tensor(
@@ -221,6 +244,7 @@ class LinesMerger:
                 out, stats = fused
                 if not stats.finite:
                     check_finite(name, checkpoints, [base, *models])  # raises, naming the checkpoint
+                _check_output_finite(name, scale, stats.norms[1], out)
                 if norms is not None:
                     norms[name] = stats.norms
                 return out
@@ -239,6 +263,7 @@ class LinesMerger:
             out = out.to(self.dtype)
         if norms is not None and out.is_floating_point():
             norms[name] = tensor_norms(base, out, scale, lambda: self.method.task_vector(name, base, models, self.weights))
+            _check_output_finite(name, scale, norms[name][1], out)
         return out.cpu()
 
     def block_norms(self) -> list[BlockNorm]:
@@ -309,25 +334,33 @@ class LinesMerger:
         direct I/O where the filesystem allows it, "buffered" the page cache.
         """
         from .adapters import resolve_output_format, save_merger_adapter
-        from .card import check_card_fields, write_merger_card
+        from .card import check_card_fields, check_card_template, write_merger_card
         from .hub import check_push_options, check_push_request
 
         check_card_fields(card_data)  # bad card fields, options or repo id fail now, not after hours of streaming
         check_push_options(push_options)
         if push_to_hub:
             check_push_request(repo_id)
+        # and so does every other option, before the first byte of a tensor is read
+        if max_shard_size is None:  # 0 is a (bad) size, not "use the default"
+            max_shard_size = self.output_options.get("max_shard_size") or "5GB"
+        check_run_options(max_shard_size=max_shard_size, workers=workers, memory_budget=memory_budget, device=device,
+                          write_mode=write_mode)
+        check_schedule(self.lines.alpha, self.lines.beta, allow_large_lambda=self.lines.allow_large_lambda)
         if resolve_output_format(self, output) == "adapter":
             out = save_merger_adapter(self, save_directory, overwrite=overwrite, progress=progress,
                                       card_template=card_template, card_data=card_data,
                                       model_name=repo_id if push_to_hub else None)
             return self._finish_save(out, repo_id if push_to_hub else None, push_options)
+        model_name = repo_id if push_to_hub else Path(save_directory).name
+        check_card_template(card_template, lambda folder: write_merger_card(
+            self, folder, model_name=model_name, template=card_template, card_data=card_data, preview=True))
         base = self.base.checkpoint
-        max_shard_size = max_shard_size or self.output_options.get("max_shard_size") or "5GB"
-        scales = self._prepare(progress, workers)
-        infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
-        norms: dict[str, tuple[float, float]] = {}
-        plotting = preload_plotting()
-        with staged_folder(save_directory, overwrite) as tmp:
+        with staged_output(save_directory, overwrite=overwrite, inputs=self.input_paths(card_template)) as tmp:
+            scales = self._prepare(progress, workers)
+            infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
+            norms: dict[str, tuple[float, float]] = {}
+            plotting = preload_plotting()
             writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"}, write_mode=write_mode)
             workers = workers or default_workers()
             prefetch = default_prefetch(workers)
@@ -357,16 +390,22 @@ class LinesMerger:
             except BaseException:
                 writer.abort()
                 raise
-            copy_support_files(base.path, tmp)
-            (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+            with writing(tmp):
+                copy_support_files(base.path, tmp)
+            with writing(tmp / "hf_lines.json"):
+                (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
             write_output_recipe(self, tmp, max_shard_size)
             self.tensor_norms = norms
             plotting.join()  # matplotlib's caches are not for two threads at once
-            write_merger_card(self, tmp, model_name=repo_id if push_to_hub else Path(save_directory).name,
-                              template=card_template, card_data=card_data)
+            write_merger_card(self, tmp, model_name=model_name, template=card_template, card_data=card_data)
         self.tensor_norms = norms
         out = Path(save_directory).expanduser().resolve()
         return self._finish_save(out, repo_id if push_to_hub else None, push_options)
+
+    def input_paths(self, *extra: str | Path | None) -> list[Path]:
+        """Every folder and file this merge reads: an output may not be, hold or lie inside any of them."""
+        paths = input_paths(self.base.checkpoint, *[m.checkpoint for m in self.models])
+        return paths + [Path(p) for p in extra if p is not None]
 
     def _finish_save(self, out: Path, repo_id: str | None, push_options: dict[str, Any]) -> Path:
         self.saved_to = out
@@ -424,9 +463,26 @@ class LinesMerger:
                 "beta": self.lines.beta,
                 "policy": self.lines.policy,
                 "stacks": self.lines.stacks,
+                **({"allow_large_lambda": True} if self.lines.allow_large_lambda else {}),
                 "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in self.layer_map.towers],
             },
         }
+
+
+def _check_output_finite(name: str, scale: float, after_norm: float, out: torch.Tensor) -> None:
+    """Refuse an output tensor that overflowed (finite inputs, a large lambda, a narrow dtype).
+
+    ``after_norm`` = ||out - base|| is computed anyway for the card, and any overflowed value
+    makes it non-finite: only then does the exact check run (huge finite values can overflow a
+    float32 sum of squares too), so a normal run pays nothing for it.
+    """
+    if not math.isfinite(after_norm) and not is_finite(out):
+        dtype = out.dtype
+        raise NonFiniteError(
+            f"tensor {name!r} came out with infinite or NaN values at lambda = {scale:g}: the scaled task vector "
+            f"overflows {str(dtype).removeprefix('torch.')}; choose smaller alpha and beta, or write a wider dtype "
+            "(dtype='float32', recipe dtype: float32)"
+        )
 
 
 def _open(spec: str | Path, *, token: str | bool | None, weight: float = 1.0, base: Parent | None = None) -> Parent:

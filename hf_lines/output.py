@@ -1,47 +1,39 @@
-"""Output folders that appear only when complete, and the small files a model needs."""
+"""The small files a model needs besides its weights (staging and placement: ``hf_lines.staging``)."""
 from __future__ import annotations
 
-import contextlib
+import logging
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
-from .errors import OutputExistsError
+from .errors import CheckpointError
 from .sources.checkpoint import BIN_INDEX, SAFE_INDEX, WEIGHT_SUFFIXES
+from .sources.confine import confined_file
 
 # Files of the base folder that are not carried over: weights (rewritten), the card (regenerated).
 _SKIP_NAMES = {SAFE_INDEX, BIN_INDEX, "README.md", ".gitattributes"}
 
 
-@contextlib.contextmanager
-def staged_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """A temporary folder beside ``out`` that replaces it only if the block finishes."""
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; choose another output folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-
-
 def copy_support_files(src: Path, dst: Path) -> list[str]:
-    """Copy config, tokenizer and other small files of a model folder (not weights, not the card)."""
+    """Copy config, tokenizer and other small files of a model folder (not weights, not the card).
+
+    Only regular files inside the folder are read (the rule of ``sources.confine``; in a Hub
+    cache snapshot, links into the repo's blobs are inside). A link that leads outside, a FIFO,
+    a device or a socket is skipped with a warning that names it, rather than refused: these
+    files are optional extras copied after the weights are written, so refusing would throw
+    away a finished run, while skipping reads nothing outside the inputs and nothing of it can
+    reach a Hub push. Returns the names copied.
+    """
     copied = []
     for f in sorted(src.iterdir()):
         if f.is_dir() or f.name in _SKIP_NAMES or f.name.endswith(WEIGHT_SUFFIXES) or f.name.startswith("."):
             continue
-        shutil.copy2(f, dst / f.name)
+        try:
+            source = confined_file(src, f.name)
+        except CheckpointError as e:
+            logging.getLogger(__name__).warning("not copied to the output: %s", e)
+            continue
+        if source is None:  # a dangling link: nothing to copy
+            continue
+        shutil.copy2(source, dst / f.name)
         copied.append(f.name)
     return copied

@@ -16,6 +16,7 @@ Schema (every key but ``base_model`` and ``models`` is optional)::
       beta: 0.5                        # 0 (default) = one constant lambda = alpha: no LiNeS
       policy: paper                    # non-block tensors: paper (alpha) | depth
       stacks: chain                    # chain | separate
+      allow_large_lambda: false        # true lifts the bound |lambda| <= 100 (alpha, beta must be finite)
     dtype: bfloat16                    # output dtype (default: the base's)
     output:
       max_shard_size: 5GB
@@ -28,15 +29,17 @@ to the working directory. A merged folder holds the recipe that made it as
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import yaml
 
-from .errors import RecipeError
+from .errors import OptionError, RecipeError, writing
 from .layers.map import POLICIES
+from .options import MIN_SHARD_SIZE, check_schedule, parse_size
 from .sources.checkpoint import TensorInfo
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 _TOP_KEYS = ("base_model", "models", "method", "method_options", "parameters", "lines", "dtype", "output")
 _MODEL_KEYS = ("model", "weight", "revision")
-_LINES_KEYS = ("alpha", "beta", "policy", "stacks")
+_LINES_KEYS = ("alpha", "beta", "policy", "stacks", "allow_large_lambda")
 _OUTPUT_KEYS = ("max_shard_size",)
 
 
@@ -81,9 +84,13 @@ class LinesSpec:
     beta: float = 0.0
     policy: str = "paper"
     stacks: str = "chain"
+    allow_large_lambda: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "beta": self.beta, "policy": self.policy, "stacks": self.stacks}
+        out: dict[str, Any] = {"alpha": self.alpha, "beta": self.beta, "policy": self.policy, "stacks": self.stacks}
+        if self.allow_large_lambda:  # written only when set: recipes without it stay as they were
+            out["allow_large_lambda"] = True
+        return out
 
 
 @dataclass
@@ -108,28 +115,31 @@ class Recipe:
 
     # ------------------------------------------------------------------ read
     @classmethod
-    def load(cls, path: str | Path) -> "Recipe":
+    def load(cls, path: str | Path, *, allow_large_lambda: bool = False) -> "Recipe":
         """Read and validate a YAML recipe file."""
         path = Path(path).expanduser()
         try:
             text = path.read_text()
         except OSError as e:
             raise RecipeError(f"cannot read the recipe {path}: {e.strerror or e}") from e
-        return cls.from_yaml(text, source=str(path))
+        return cls.from_yaml(text, source=str(path), allow_large_lambda=allow_large_lambda)
 
     @classmethod
-    def from_yaml(cls, text: str, source: str = "recipe") -> "Recipe":
+    def from_yaml(cls, text: str, source: str = "recipe", *, allow_large_lambda: bool = False) -> "Recipe":
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise RecipeError(f"{source}: not valid YAML ({e})") from e
         if data is None:
             raise RecipeError(f"{source}: the recipe is empty; it needs at least base_model and models")
-        return cls.from_dict(data)
+        return cls.from_dict(data, allow_large_lambda=allow_large_lambda)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
-        """Validate a recipe mapping; errors name the key path, e.g. ``recipe.models[1].weight``."""
+    def from_dict(cls, data: Mapping[str, Any], *, allow_large_lambda: bool = False) -> "Recipe":
+        """Validate a recipe mapping; errors name the key path, e.g. ``recipe.models[1].weight``.
+
+        ``allow_large_lambda=True`` acts as ``lines: {allow_large_lambda: true}`` (and sets it).
+        """
         _check_mapping(data, "recipe", _TOP_KEYS)
         if "method_options" in data and "parameters" in data:
             raise RecipeError("recipe: give method_options or parameters (the same thing), not both")
@@ -151,21 +161,23 @@ class Recipe:
             models=models,
             method=method,
             method_options=dict(options),
-            lines=_lines(data.get("lines")),
+            lines=_lines(data.get("lines"), allow_large_lambda),
             dtype=_dtype(data.get("dtype")),
             output=_output(data.get("output")),
         )
         return recipe
 
     @classmethod
-    def coerce(cls, value: "Recipe | Mapping[str, Any] | str | Path") -> "Recipe":
+    def coerce(cls, value: "Recipe | Mapping[str, Any] | str | Path", *, allow_large_lambda: bool = False) -> "Recipe":
         """A Recipe from a Recipe, a mapping, or a path to a YAML file."""
         if isinstance(value, Recipe):
+            if allow_large_lambda and value.lines is not None:
+                value = replace(value, lines=replace(value.lines, allow_large_lambda=True))
             return value
         if isinstance(value, Mapping):
-            return cls.from_dict(value)
+            return cls.from_dict(value, allow_large_lambda=allow_large_lambda)
         if isinstance(value, (str, Path)):
-            return cls.load(value)
+            return cls.load(value, allow_large_lambda=allow_large_lambda)
         raise RecipeError(f"expected a recipe file, mapping or Recipe, got {_show(value)}")
 
     @classmethod
@@ -180,7 +192,8 @@ class Recipe:
             models=[ModelSpec(_parent_spec(m), float(m.weight)) for m in merger.models],
             method=merger.method.name,
             method_options=dict(merger.method.options),
-            lines=LinesSpec(alpha, float(lines.beta), lines.policy, lines.stacks),
+            lines=LinesSpec(alpha, float(lines.beta), lines.policy, lines.stacks,
+                            bool(getattr(lines, "allow_large_lambda", False))),
             dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
             output=OutputSpec(shard),
         )
@@ -207,7 +220,8 @@ class Recipe:
 
     def save(self, path: str | Path, header: str | None = None) -> Path:
         path = Path(path)
-        path.write_text(self.to_yaml(header))
+        with writing(path):
+            path.write_text(self.to_yaml(header))
         return path
 
     # ------------------------------------------------------------------ use
@@ -221,6 +235,7 @@ class Recipe:
             "beta": lines.beta,
             "policy": lines.policy,
             "stacks": lines.stacks,
+            "allow_large_lambda": lines.allow_large_lambda,
             "dtype": self.dtype,
             **self.method_options,
         }
@@ -255,6 +270,8 @@ def _path_like(value: Any, where: str) -> str:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecipeError(f"{where}: expected a number, got {_show(value)}")
+    if not math.isfinite(value):  # YAML's .nan and .inf are floats too
+        raise RecipeError(f"{where}: expected a finite number, got {value!r}; give a real value such as 0.5")
     return float(value)
 
 
@@ -293,7 +310,7 @@ def _check_method(method: str, options: dict[str, Any], where: str) -> None:
         raise RecipeError(f"{where}: {e}") from e
 
 
-def _lines(value: Any) -> LinesSpec | None:
+def _lines(value: Any, allow_large_lambda: bool = False) -> LinesSpec | None:
     if value is None or value is False:
         return None
     if value is True:
@@ -311,7 +328,15 @@ def _lines(value: Any) -> LinesSpec | None:
     stacks = value.get("stacks", "chain")
     if stacks not in STACK_MODES:
         raise RecipeError(f"recipe.lines.stacks: expected one of {', '.join(STACK_MODES)}, got {_show(stacks)}")
-    return LinesSpec(alpha, beta, policy, stacks)
+    allow = value.get("allow_large_lambda", False)
+    if not isinstance(allow, bool):
+        raise RecipeError(f"recipe.lines.allow_large_lambda: expected true or false, got {_show(allow)}")
+    allow = allow or allow_large_lambda
+    try:
+        check_schedule(alpha, beta, allow_large_lambda=allow)
+    except OptionError as e:
+        raise RecipeError(f"recipe.lines: {e}") from None
+    return LinesSpec(alpha, beta, policy, stacks, allow)
 
 
 def _dtype(value: Any) -> str | None:
@@ -329,6 +354,10 @@ def _output(value: Any) -> OutputSpec:
     size = value.get("max_shard_size", "5GB")
     if isinstance(size, bool) or not isinstance(size, (int, str)):
         raise RecipeError(f"recipe.output.max_shard_size: expected a size like 5GB or a byte count, got {_show(size)}")
+    try:
+        parse_size(size, "max_shard_size", MIN_SHARD_SIZE)
+    except OptionError as e:
+        raise RecipeError(f"recipe.output.{e}") from None
     return OutputSpec(size)
 
 
@@ -353,7 +382,8 @@ def write_output_recipe(merger: "LinesMerger", folder: Path, max_shard_size: int
         data = json.loads(config.read_text())
         keys = [k for k in ("dtype", "torch_dtype") if k in data] or ["dtype"]
         data.update({k: str(merger.dtype).removeprefix("torch.") for k in keys})
-        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        with writing(config):
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -363,7 +393,7 @@ def output_dtype(dtype: "torch.dtype | str | None") -> "torch.dtype | None":
         return dtype
     name = DTYPES.get(str(dtype).removeprefix("torch."))
     if name is None:
-        raise ValueError(f"unknown output dtype {dtype!r}; use one of {sorted(set(DTYPES.values()))}")
+        raise OptionError(f"unknown output dtype {dtype!r}; use one of {sorted(set(DTYPES.values()))}")
     return getattr(torch, name)
 
 

@@ -8,14 +8,15 @@ its tensors is asked for.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from ..redact import scrub
 from ..sources import Checkpoint, ModelRef, resolve
+from ..sources.resolve import read_config
 from ..sources.checkpoint import _SAFE_DTYPES, TensorInfo, natural_key
 
 
@@ -29,14 +30,16 @@ class HubHeaders:
         self.label = spec
         self.token = token
         self.path: Path = resolve(spec, token=token, weights=False)  # config and other small files
-        cfg = self.path / "config.json"
-        self.config: dict[str, Any] = json.loads(cfg.read_text()) if cfg.exists() else {}
+        self.config: dict[str, Any] = read_config(self.path)
         # Pin the commit that was just resolved, so headers and any shard fetched later agree.
         self.revision = self.path.name if self.path.parent.name == "snapshots" else self.ref.revision
         try:
             meta = HfApi(token=token).get_safetensors_metadata(self.ref.repo_id, revision=self.revision)
-        except Exception as e:
-            raise CheckpointError(f"cannot read the safetensors headers of {self.ref.repo_id!r}: {e}") from e
+        except Exception as e:  # not chained: a server's reply may echo the token (see sources.resolve)
+            raise CheckpointError(
+                f"cannot read the safetensors headers of {self.ref.repo_id!r}: "
+                f"{type(e).__name__}: {scrub(str(e), token)}"
+            ) from None
         self._file_of = dict(meta.weight_map)
         self._infos = {
             name: TensorInfo(tuple(t.shape), _SAFE_DTYPES[t.dtype])
@@ -61,8 +64,11 @@ class HubHeaders:
             raise CheckpointError(f"tensor {name!r} is not in {self.label}")
         try:
             path = hf_hub_download(self.ref.repo_id, self._file_of[name], revision=self.revision, token=self.token)
-        except Exception as e:
-            raise CheckpointError(f"cannot download {self._file_of[name]} of {self.ref.repo_id!r}: {e}") from e
+        except Exception as e:  # not chained: a server's reply may echo the token (see sources.resolve)
+            raise CheckpointError(
+                f"cannot download {self._file_of[name]} of {self.ref.repo_id!r}: "
+                f"{type(e).__name__}: {scrub(str(e), self.token)}"
+            ) from None
         with safe_open(path, framework="pt") as f:
             return f.get_tensor(name)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterError
+from ..sources.confine import confined_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -58,6 +59,8 @@ def read_lora_config(path: str | Path, label: str | None = None) -> Any:
     from peft import PeftConfig, PeftType
 
     label = label or str(path)
+    if Path(path).is_dir():  # peft opens the file itself: check it first (confined, regular, not a FIFO)
+        confined_file(path, ADAPTER_CONFIG, what=f"{label}: {ADAPTER_CONFIG}", error=AdapterError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -86,7 +89,9 @@ def read_lora_config(path: str | Path, label: str | None = None) -> Any:
 
 
 def adapter_weights_file(path: Path, label: str) -> Path:
+    """The adapter's weights file, a regular file inside its folder (see ``sources.confine``)."""
     for name in ADAPTER_WEIGHTS:
-        if (path / name).is_file():
-            return path / name
+        found = confined_file(path, name, what=f"{label}: {name}", error=AdapterError)
+        if found is not None:
+            return found
     raise AdapterError(f"{label} has {ADAPTER_CONFIG} but no {' or '.join(ADAPTER_WEIGHTS)}; re-save the adapter")

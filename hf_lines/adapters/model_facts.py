@@ -43,6 +43,11 @@ def model_facts(base_path: str, checkpoint_names: Sequence[str]) -> ModelFacts |
         import transformers
         from transformers.pytorch_utils import Conv1D
 
+        from ..sources.confine import confined_file
+
+        # transformers opens config.json itself: a FIFO or a link outside raises here first, and ends as None below
+        if confined_file(base_path, "config.json") is None:
+            return None
         config = transformers.AutoConfig.from_pretrained(base_path)
         arch = (getattr(config, "architectures", None) or [None])[0]
         cls = getattr(transformers, arch, None) if arch else None

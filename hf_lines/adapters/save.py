@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from ..errors import AdapterError
-from ..output import copy_support_files, staged_folder
+from ..errors import AdapterError, OptionError, writing
+from ..options import check_output_free, finite_number
+from ..output import copy_support_files
+from ..staging import staged_output
 from ..sources import resolve
 from .checkpoint import AdapterCheckpoint
 from .config import ADAPTER_CONFIG
@@ -35,25 +37,30 @@ def write_adapter(
     overwrite: bool = False,
     keep_config: bool = False,
     card: dict[str, Any] | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """An adapter folder (adapter_config.json + adapter_model.safetensors) that ``PeftModel.from_pretrained`` loads.
 
     With ``keep_config`` the adapter_config.json of ``support_from`` is copied as it is
     (a single scaled adapter keeps its config byte for byte); otherwise ``config`` is saved.
     ``card`` holds the keyword arguments of ``hf_lines.card.write_card`` for its README.md
-    (``record`` must then be given).
+    (``record`` must then be given). ``inputs`` are the folders read: the output may not overlap them.
     """
     from safetensors.torch import save_file
 
-    with staged_folder(save_directory, overwrite) as tmp:
+    with staged_output(save_directory, overwrite=overwrite, inputs=inputs) as tmp:
         if support_from is not None:
-            copy_support_files(support_from, tmp)  # tokenizer files an adapter may carry, and its config
+            with writing(tmp):
+                copy_support_files(support_from, tmp)  # tokenizer files an adapter may carry, and its config
         if not (keep_config and support_from is not None):
-            config.save_pretrained(str(tmp))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS_NAME),
-                  metadata={"format": "pt", "hf_lines": "LiNeS"})
+            with writing(tmp / ADAPTER_CONFIG):
+                config.save_pretrained(str(tmp))
+        with writing(tmp / ADAPTER_WEIGHTS_NAME):
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS_NAME),
+                      metadata={"format": "pt", "hf_lines": "LiNeS"})
         if record is not None:
-            (tmp / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
+            with writing(tmp / "hf_lines.json"):
+                (tmp / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
         if card is not None and record is not None:
             from ..card import write_card
 
@@ -91,7 +98,7 @@ def adapter_output_blocker(lora_configs: Sequence[Any | None], method: Any, weig
 def choose_output_format(requested: str, blocker: str | None) -> str:
     """'auto' becomes 'adapter' when nothing blocks it, else 'model'."""
     if requested not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format {requested!r}; use one of {list(OUTPUT_FORMATS)}")
+        raise OptionError(f"unknown output format {requested!r} (output, --output-format); use one of {list(OUTPUT_FORMATS)}")
     if requested != "auto":
         return requested
     if blocker is not None:
@@ -147,13 +154,25 @@ def save_merger_adapter(
         )
     if getattr(merger, "dtype", None) is not None:
         log.warning("the output dtype applies to full models; the adapter keeps its factors' dtype")
-    scales = merger._prepare(progress)
     base = merger.base.checkpoint
+    card = _card_options(base, adapters, save_directory, card_template, card_data, model_name)
+    # an existing output or a broken card template fails now, before the first tensor is read
+    check_output_free(save_directory, overwrite)
+    _check_template(card_template, {**merger.describe(), "output": "adapter", "coefficients": coefs}, card)
+    scales = merger._prepare(progress)
     tensors, config = scaled_adapter(adapters, coefs, scales, base)
     record = {**merger.describe(), "output": "adapter", "coefficients": coefs}
-    card = _card_options(base, adapters, save_directory, card_template, card_data, model_name)
     return write_adapter(save_directory, tensors, config, support_from=adapters[0].path, record=record,
-                         overwrite=overwrite, keep_config=len(adapters) == 1, card=card)
+                         overwrite=overwrite, keep_config=len(adapters) == 1, card=card,
+                         inputs=merger.input_paths(card_template))
+
+
+def _check_template(template: str | Path | None, record: dict[str, Any], card: dict[str, Any]) -> None:
+    """``check_card_template`` with the adapter's own card as the context (alpha = 'auto' as a stand-in)."""
+    from ..card import check_card_template, preview_record, write_card
+
+    check_card_template(template, lambda folder: write_card(folder, preview_record(record), relation="adapter",
+                                                            **{**card, "plot": False}))
 
 
 def _card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_directory: str | Path,
@@ -199,6 +218,7 @@ def scale_adapter(
     overwrite: bool = False,
     card_template: str | Path | None = None,
     card_data: dict[str, Any] | None = None,
+    allow_large_lambda: bool = False,
 ) -> Path:
     """LiNeS on one LoRA adapter (or the task-arithmetic merge of several), written as a PEFT adapter.
 
@@ -207,6 +227,7 @@ def scale_adapter(
     module's B is multiplied by lambda of its layer; several adapters are concatenated in
     rank. ``PeftModel.from_pretrained(base_model, save_directory)`` loads the result. The
     folder gets a model card (``card_template``, ``card_data``: see ``hf_lines.card``).
+    ``allow_large_lambda`` lifts the bound on |lambda| (``hf_lines.options.MAX_LAMBDA``).
     """
     from .. import __version__
     from ..layers import LayerMap
@@ -214,12 +235,14 @@ def scale_adapter(
     from ..methods import get_method
     from .base_headers import open_base_headers
 
-    LinesConfig(alpha, beta, policy, stacks)  # type: ignore[arg-type]  # same checks as LinesMerger
+    LinesConfig(alpha, beta, policy, stacks, allow_large_lambda)  # type: ignore[arg-type]  # same checks as LinesMerger
 
     specs = [adapters] if isinstance(adapters, (str, Path)) else list(adapters)
     weights = list(weights) if weights is not None else [1.0] * len(specs)
     if len(weights) != len(specs):
-        raise ValueError(f"{len(weights)} weights given for {len(specs)} adapters")
+        raise OptionError(f"{len(weights)} weights given for {len(specs)} adapters")
+    weights = [finite_number(w, f"weights[{i}]") for i, w in enumerate(weights)]
+    check_output_free(save_directory, overwrite)
     merge = get_method(method)
     coefs = linear_coefficients(merge, weights)
     if coefs is None:
@@ -228,20 +251,23 @@ def scale_adapter(
     opened = [open_adapter(s, base_reader, token=token) for s in specs]
     layer_map = LayerMap.from_names(base_reader.names(), base_reader.config, stacks)  # type: ignore[arg-type]
     scales = layer_map.scales(alpha, beta, policy)  # type: ignore[arg-type]
-    tensors, config = scaled_adapter(opened, coefs, scales, base_reader)
     record = {
         "hf_lines_version": __version__,
         "base_model": _ref_record(base, base_reader.path),
         "models": [{**_ref_record(s, a.path), "weight": w} for s, a, w in zip(specs, opened, weights)],
         "method": merge.describe(),
         "lines": {"alpha": alpha, "beta": beta, "policy": policy, "stacks": stacks,
+                  **({"allow_large_lambda": True} if allow_large_lambda else {}),
                   "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in layer_map.towers]},
         "output": "adapter",
         "coefficients": coefs,
     }
     card = _card_options(base_reader, opened, save_directory, card_template, card_data, None)
+    _check_template(card_template, record, card)  # before the adapters' tensors are read
+    tensors, config = scaled_adapter(opened, coefs, scales, base_reader)
+    inputs = [base_reader.path, *(a.path for a in opened)] + ([card_template] if card_template else [])
     return write_adapter(save_directory, tensors, config, support_from=opened[0].path, record=record,
-                         overwrite=overwrite, keep_config=len(opened) == 1, card=card)
+                         overwrite=overwrite, keep_config=len(opened) == 1, card=card, inputs=inputs)
 
 
 def open_adapter(spec: str | Path, base: BaseTensors, *, token: str | bool | None = None) -> LoraAdapter:

@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from importlib import import_module
 
 from ..errors import LinesError
+from ..redact import install_log_filter, scrub
 
 # Subcommand modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMANDS = ("layers", "scale", "merge", "demo", "push", "soup", "evaluate", "sweep")
+COMMANDS = ("layers", "scale", "merge", "demo", "push", "soup", "evaluate", "sweep", "clean")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,20 +24,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="LiNeS (Layer-increasing Network Scaling) for Hugging Face checkpoints.",
     )
     parser.add_argument("--version", action="version", version=f"hf-lines {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of its message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         import_module(f".{name}", __name__).register(sub)
+    for command in sub.choices.values():  # --debug after the command name works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so staging folders are removed and nothing half-written stays
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:  # a caller's own handler (a test runner, a notebook) comes back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    install_log_filter()  # no token in any log line, whichever library logs it
     try:
         return int(args.func(args) or 0)
     except LinesError as e:
-        print(f"hf-lines: error: {e}", file=sys.stderr)
+        # a mistake in the input or the options (or a full disk): its message says what to do, a traceback would not
+        if args.debug:
+            raise
+        print(f"hf-lines: error: {scrub(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hf-lines: interrupted; no output was left half-written", file=sys.stderr)

@@ -14,6 +14,14 @@ def add_lines_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
                    help="non-block tensors: 'paper' = alpha for all (default); 'depth' = nearest block's scale")
     g.add_argument("--stacks", choices=("chain", "separate"), default="chain",
                    help="'chain' numbers encoder+decoder (or vision+LM) as one stack; 'separate' scales each alone")
+    add_allow_large_lambda_arg(g)
+
+
+def add_allow_large_lambda_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    from ..options import MAX_LAMBDA
+
+    p.add_argument("--allow-large-lambda", action="store_true",
+                   help=f"accept a schedule with |lambda| above {MAX_LAMBDA:g} (alpha and beta must still be finite)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -33,11 +41,12 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> int:
-    from huggingface_hub.serialization._base import parse_size_to_int
+    from ..errors import OptionError
+    from ..options import parse_size
 
     try:
-        return parse_size_to_int(text)
-    except ValueError as e:
+        return parse_size(text, "memory_budget", minimum=None)  # save_pretrained says what the value must be
+    except OptionError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

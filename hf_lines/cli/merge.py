@@ -5,7 +5,7 @@ import argparse
 
 from ..adapters.cli import add_output_format_arg
 from ..merger import LinesMerger
-from .common import add_output_args, add_publish_args, format_table, publish, run_options
+from .common import add_allow_large_lambda_arg, add_output_args, add_publish_args, format_table, publish, run_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The recipe is saved beside the output as hf_lines_recipe.yaml.",
     )
     p.add_argument("recipe", help="YAML recipe: base_model, models, method, method_options, lines, dtype, output")
+    add_allow_large_lambda_arg(p)
     add_output_args(p)
     add_output_format_arg(p)
     add_publish_args(p)
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    merger = LinesMerger.from_recipe(args.recipe, token=args.token)
+    merger = LinesMerger.from_recipe(args.recipe, token=args.token, allow_large_lambda=args.allow_large_lambda)
     out = merger.save_pretrained(args.output, output=args.output_format, **run_options(args))
     print_merge_summary(merger)
     print(f"wrote {out}")

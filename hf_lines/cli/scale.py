@@ -26,13 +26,14 @@ def run(args: argparse.Namespace) -> int:
         out = scale_adapter(
             args.base, args.finetuned, args.output, alpha=args.alpha, beta=args.beta, policy=args.policy,
             stacks=args.stacks, token=args.token, overwrite=args.overwrite, card_template=args.card_template,
+            allow_large_lambda=args.allow_large_lambda,
         )
         print_adapter_summary(out)
         publish(args, out)
         return 0
     merger = LinesMerger.from_pretrained(
         args.base, [args.finetuned], alpha=args.alpha, beta=args.beta, policy=args.policy,
-        stacks=args.stacks, token=args.token,
+        stacks=args.stacks, token=args.token, allow_large_lambda=args.allow_large_lambda,
     )
     out = merger.save_pretrained(args.output, output="model", **run_options(args))
     print_summary(merger, out)

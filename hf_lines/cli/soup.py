@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from ..layers.map import POLICIES
-from .common import format_table
+from ..errors import OptionError
+from ..options import check_device
+from .common import add_allow_large_lambda_arg, format_table
 from .evaluate import add_eval_args, build_evaluator, print_results
 
 
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--beta", type=float, default=None, help="extra scale reached at the last block")
     g.add_argument("--policy", choices=POLICIES, default="paper", help="non-block tensors: 'paper' (alpha) or 'depth'")
     g.add_argument("--stacks", choices=("chain", "separate"), default="chain")
+    add_allow_large_lambda_arg(g)
     p.add_argument("--include-plain", action=argparse.BooleanOptionalAction, default=None,
                    help="with LiNeS, also write the plain rewarded soup of every lambda as plain-<name> "
                         "(default: on with --eval, off otherwise)")
@@ -55,26 +58,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..soups import RewardedSoup
 
-    if args.recipe:
-        if args.sft or args.policies:
-            raise SystemExit("hf-lines soup: give a --recipe or SFT and POLICY, not both")
-        soup = RewardedSoup.from_recipe(args.recipe, token=args.token)
-    else:
+    # usage mistakes first, before any input is opened
+    if args.recipe and (args.sft or args.policies):
+        raise OptionError("soup: give a --recipe or SFT and POLICY, not both")
+    if not args.recipe:
         if not args.sft or not args.policies:
-            raise SystemExit("hf-lines soup: give the SFT model and at least one POLICY (or --recipe)")
+            raise OptionError("soup: give the SFT model and at least one POLICY (or --recipe)")
         if args.lambdas is None and args.weights is None:
-            raise SystemExit("hf-lines soup: give --lambdas (e.g. 0:1:11) or --weights")
+            raise OptionError("soup: give --lambdas (e.g. 0:1:11) or --weights")
         if (args.alpha is None) != (args.beta is None):
-            raise SystemExit("hf-lines soup: give both --alpha and --beta for the LiNeS soup, or neither for the plain soup")
-        soup = RewardedSoup.from_pretrained(args.sft, args.policies, alpha=args.alpha, beta=args.beta, policy=args.policy,
-                                            stacks=args.stacks, sft_base=args.sft_base, token=args.token)
+            raise OptionError("soup: give both --alpha and --beta for the LiNeS soup, or neither for the plain soup")
     if args.eval and not (args.reward_model and args.prompts):
-        raise SystemExit("hf-lines soup: --eval needs --reward-model and --prompts")
+        raise OptionError("soup: --eval needs --reward-model and --prompts")
     if args.discard_models and not args.eval:
-        raise SystemExit("hf-lines soup: --discard-models only makes sense with --eval")
+        raise OptionError("soup: --discard-models only makes sense with --eval")
+    if args.recipe:
+        soup = RewardedSoup.from_recipe(args.recipe, token=args.token, allow_large_lambda=args.allow_large_lambda)
+    else:
+        soup = RewardedSoup.from_pretrained(args.sft, args.policies, alpha=args.alpha, beta=args.beta, policy=args.policy,
+                                            stacks=args.stacks, sft_base=args.sft_base, token=args.token,
+                                            allow_large_lambda=args.allow_large_lambda)
     include_plain = args.include_plain
     if include_plain is None and not args.recipe:
         include_plain = bool(args.eval and soup.lines is not None)  # evaluate both sweeps: plain and LiNeS
+    if args.eval:  # a bad sweep or device fails before the reward model is loaded
+        soup.weight_vectors(args.lambdas, args.weights)
+        check_device(args.device)
     evaluator = build_evaluator(args, args.output) if args.eval else None
     index = soup.save_pretrained(
         args.output, lambdas=args.lambdas, weights=args.weights, include_plain=include_plain,

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..errors import OptionError
 from ..merger import LinesMerger
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class CandidateModels:
     def __init__(self, merger: LinesMerger, *, model_class: Any = None, mode: str = "auto", device: str | None = None,
                  load_kwargs: dict[str, Any] | None = None):
         if mode not in MODES:
-            raise ValueError(f"unknown sweep mode {mode!r}; use one of {list(MODES)}")
+            raise OptionError(f"unknown sweep mode {mode!r}; use one of {list(MODES)}")
         self.merger = merger
         self.base = merger.base.checkpoint
         self.model_class = resolve_model_class(model_class, self.base.config)
@@ -146,7 +147,7 @@ def resolve_model_class(model_class: Any, config: dict[str, Any]) -> Any:
     name = model_class or (config.get("architectures") or [None])[0]
     cls = getattr(transformers, name, None) if name else None
     if model_class is not None and cls is None:
-        raise ValueError(f"transformers has no class {model_class!r}")
+        raise OptionError(f"transformers has no class {model_class!r}")
     return cls or transformers.AutoModel
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..errors import OptionError
 from .data import load_split
 
 
@@ -87,7 +88,7 @@ class _DatasetEvaluator(Evaluator):
         if self.max_examples is not None:
             ds = ds.select(range(min(self.max_examples, len(ds))))
         if len(ds) == 0:
-            raise ValueError(f"{type(self).__name__}: the dataset {self._spec_label()} is empty")
+            raise OptionError(f"{type(self).__name__}: the dataset {self._spec_label()} is empty")
         return ds
 
     def _spec_label(self) -> str:
@@ -97,7 +98,7 @@ class _DatasetEvaluator(Evaluator):
     def _get_tokenizer(self) -> Any:
         if self.tokenizer is None:
             if self.source is None:
-                raise ValueError(f"{type(self).__name__}: text data needs a tokenizer: pass tokenizer= or pre-tokenized input_ids")
+                raise OptionError(f"{type(self).__name__}: text data needs a tokenizer: pass tokenizer= or pre-tokenized input_ids")
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
@@ -144,7 +145,7 @@ class ClassificationAccuracy(_DatasetEvaluator):
         if isinstance(candidate_labels, Mapping):
             unknown = sorted(set(candidate_labels) - set(self.label_columns))
             if unknown:
-                raise ValueError(f"candidate_labels names {unknown}, which are not label columns {self.label_columns}")
+                raise OptionError(f"candidate_labels names {unknown}, which are not label columns {self.label_columns}")
             self.candidate_labels = {c: list(v) for c, v in candidate_labels.items()}
         else:
             same = list(candidate_labels) if candidate_labels is not None else None
@@ -154,11 +155,11 @@ class ClassificationAccuracy(_DatasetEvaluator):
     def prepare(self, ds, model):
         column = self.input_column or next((c for c in ("input_ids", "pixel_values", "text", "image") if c in ds.column_names), None)
         if column is None or column not in ds.column_names:
-            raise ValueError(f"ClassificationAccuracy: no input column ({column or 'input_ids, pixel_values, text or image'}) "
+            raise OptionError(f"ClassificationAccuracy: no input column ({column or 'input_ids, pixel_values, text or image'}) "
                              f"in {ds.column_names}; pass input_column=")
         missing = [c for c in self.label_columns if c not in ds.column_names]
         if missing:
-            raise ValueError(f"ClassificationAccuracy: no label column(s) {missing} in {ds.column_names}")
+            raise OptionError(f"ClassificationAccuracy: no label column(s) {missing} in {ds.column_names}")
         labels = {c: torch.tensor(_label_ids(ds[c], model)) for c in self.label_columns}
         out = []
         for start in range(0, len(ds), self.batch_size):
@@ -229,7 +230,7 @@ class ExactMatch(_DatasetEvaluator):
     def prepare(self, ds, model):
         tokenized = "input_ids" in ds.column_names and "target_ids" in ds.column_names
         if not tokenized and not {self.prompt_column, self.target_column} <= set(ds.column_names):
-            raise ValueError(f"ExactMatch: need columns {self.prompt_column!r} and {self.target_column!r} "
+            raise OptionError(f"ExactMatch: need columns {self.prompt_column!r} and {self.target_column!r} "
                              f"(or input_ids and target_ids), found {ds.column_names}")
         pad = _pad_id(model, self.tokenizer if not tokenized else None)
         left = not getattr(model.config, "is_encoder_decoder", False)
@@ -286,7 +287,7 @@ class LanguageModelLoss(_DatasetEvaluator):
     def prepare(self, ds, model):
         column = "input_ids" if "input_ids" in ds.column_names else self.text_column
         if column not in ds.column_names:
-            raise ValueError(f"LanguageModelLoss: need column {self.text_column!r} or input_ids, found {ds.column_names}")
+            raise OptionError(f"LanguageModelLoss: need column {self.text_column!r} or input_ids, found {ds.column_names}")
         out = []
         for start in range(0, len(ds), self.batch_size):
             values = ds[start:start + self.batch_size][column]
@@ -341,7 +342,7 @@ def _label_ids(values: Sequence[Any], model: Any) -> list[int]:
         label2id = getattr(getattr(model, "config", None), "label2id", None) or {}
         missing = sorted({v for v in values if v not in label2id})
         if missing:
-            raise ValueError(f"labels {missing[:5]} are not in model.config.label2id {sorted(label2id)[:10]}")
+            raise OptionError(f"labels {missing[:5]} are not in model.config.label2id {sorted(label2id)[:10]}")
         return [int(label2id[v]) for v in values]
     return [int(v) for v in values]
 

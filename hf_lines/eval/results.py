@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import OptionError
 from .selection import References, Rule, SelectionError, SingleTaskRule, get_rule
 
 SPLITS = ("validation", "test")
@@ -69,7 +70,7 @@ class SweepResult:
         rule = self.rule if rule is None else get_rule(rule)
         chosen = [p for p in self.points if (where is None or where(p)) and p.values(split, self.primary) is not None]
         if not chosen:
-            raise ValueError("no evaluated point matches")
+            raise OptionError("no evaluated point matches")
         i = rule.select([p.key for p in chosen], [p.values(split, self.primary) for p in chosen], self.references[split])
         return chosen[i]
 

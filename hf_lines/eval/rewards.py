@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import LinesError
+from ..errors import LinesError, OptionError
+from ..redact import scrub
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
@@ -63,11 +64,11 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if "{prompt}" not in self.prompt_template:
-            raise ValueError(f"prompt_template must contain {{prompt}}, got {self.prompt_template!r}")
+            raise OptionError(f"prompt_template must contain {{prompt}}, got {self.prompt_template!r}")
         if "{response}" not in self.score_template:
-            raise ValueError(f"score_template must contain {{response}}, got {self.score_template!r}")
+            raise OptionError(f"score_template must contain {{response}}, got {self.score_template!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be at least 1")
+            raise OptionError("max_new_tokens and batch_size must be at least 1")
 
 
 def resolve_device(device: str | None = None) -> Any:
@@ -116,8 +117,10 @@ def load_prompts(source: str | Path, *, column: str = "prompt", split: str = "tr
             data = datasets.load_dataset(str(source), config, split=split)
     except EvaluationError:
         raise
-    except Exception as e:
-        raise EvaluationError(f"cannot load prompts from {source} (split {split!r}): {e}") from e
+    except Exception as e:  # a Hub dataset's error may echo the token: scrubbed, and not chained
+        raise EvaluationError(
+            f"cannot load prompts from {source} (split {split!r}): {type(e).__name__}: {scrub(e)}"
+        ) from None
     if column not in data.column_names:
         raise EvaluationError(f"{source} has no column {column!r}; its columns are {data.column_names} (use --prompt-column)")
     if limit is not None:
@@ -138,7 +141,7 @@ def load_tokenizer(folders: Sequence[str | Path], padding_side: str) -> Any:
             tok = AutoTokenizer.from_pretrained(str(folder))
             break
         except Exception as e:  # no tokenizer files here: try the next folder
-            errors.append(f"{folder}: {e}")
+            errors.append(f"{folder}: {scrub(e)}")
     else:
         raise EvaluationError("no tokenizer found in " + "; ".join(errors))
     tok.padding_side = padding_side
@@ -258,8 +261,10 @@ class RewardModel:
             placed = {"device_map": str(device)} if getattr(device, "type", "cpu") != "cpu" else {}
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 path, revision=revision, dtype=_dtype_arg(dtype), **placed).to(device).eval()
-        except Exception as e:
-            raise EvaluationError(f"cannot load the reward model {spec.model} as a sequence classifier: {e}") from e
+        except Exception as e:  # a Hub download error may echo the token: scrubbed, and not chained
+            raise EvaluationError(
+                f"cannot load the reward model {spec.model} as a sequence classifier: {type(e).__name__}: {scrub(e)}"
+            ) from None
         self.tokenizer = load_tokenizer([path], padding_side="right")
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id  # needed to find each text's last token

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..errors import OptionError
 from ..merger import LinesMerger
+from ..options import check_device, finite_number, option_name
 from .candidates import CandidateModels
 from .evaluators import Evaluator, as_evaluator
 from .results import Point, SweepResult
@@ -59,17 +61,18 @@ def make_grid(alphas: Iterable[Any] | None = None, betas: Iterable[float] | None
     if alphas is not None or betas is not None:
         for a in (list(alphas) if alphas is not None else [1.0]):
             for b in (list(betas) if betas is not None else [0.0]):
-                grid.append((_alpha(a), float(b), "uniform" if float(b) == 0.0 else "LiNeS"))
+                grid.append((_alpha(a), _number(b, "betas"), "uniform" if _number(b, "betas") == 0.0 else "LiNeS"))
     for g in gammas or []:
-        grid.append((float(g), 1.0 - float(g), "LiNeS"))
+        grid.append((_number(g, "gammas"), 1.0 - _number(g, "gammas"), "LiNeS"))
     for p in points or []:
         if isinstance(p, Mapping):
-            grid.append((_alpha(p["alpha"]), float(p.get("beta", 0.0)), str(p.get("label", "point"))))
+            grid.append((_alpha(p["alpha"]), _number(p.get("beta", 0.0), "points"), str(p.get("label", "point"))))
         else:
             p = tuple(p)
-            grid.append((_alpha(p[0]), float(p[1]), str(p[2]) if len(p) > 2 else ("uniform" if float(p[1]) == 0 else "LiNeS")))
+            beta = _number(p[1], "points")
+            grid.append((_alpha(p[0]), beta, str(p[2]) if len(p) > 2 else ("uniform" if beta == 0 else "LiNeS")))
     if not grid:
-        raise ValueError("empty grid: give alphas/betas, gammas or points")
+        raise OptionError("empty grid: give alphas/betas, gammas or points")
     return grid
 
 
@@ -77,8 +80,17 @@ def _alpha(a: Any) -> Any:
     if a == "auto":
         return "auto"
     if isinstance(a, bool) or not isinstance(a, (int, float, str)):
-        raise ValueError(f"alpha must be a number or 'auto', got {a!r}")
-    return float(a)
+        raise OptionError(f"alpha must be a number or 'auto', got {a!r}")
+    return _number(a, "alphas")
+
+
+def _number(value: Any, option: str) -> float:
+    """A grid value as a finite float: a NaN or infinite alpha or beta would score a model of NaN weights."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{option_name(option)}: {value!r} is not a number") from None
+    return finite_number(number, option)
 
 
 class Sweep:
@@ -92,6 +104,7 @@ class Sweep:
                  model_class: Any = None, mode: str = "auto", device: str | None = None,
                  load_kwargs: Mapping[str, Any] | None = None, token: str | bool | None = None,
                  progress: bool = True, needs_auto_alpha: bool = False):
+        check_device(device)  # before the models load
         self.base, self.models = str(base), [str(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
         self.merger_kwargs = dict(method=method, weights=weights, policy=policy, stacks=stacks, token=token,
                                   **dict(method_options or {}))
@@ -116,15 +129,15 @@ class Sweep:
             out = {}
             for task, m in task_models.items():
                 if task not in self.tasks:
-                    raise ValueError(f"task_models names task {task!r}, which is not among the tasks {sorted(self.tasks)}")
+                    raise OptionError(f"task_models names task {task!r}, which is not among the tasks {sorted(self.tasks)}")
                 if isinstance(m, int):
                     index = m
                 elif str(m) in self.models:
                     index = self.models.index(str(m))
                 else:
-                    raise ValueError(f"task_models[{task!r}] = {m!r} is neither a model index nor one of the models {self.models}")
+                    raise OptionError(f"task_models[{task!r}] = {m!r} is neither a model index nor one of the models {self.models}")
                 if not 0 <= index < len(self.models):
-                    raise ValueError(f"task_models[{task!r}] = {index} is out of range for {len(self.models)} models")
+                    raise OptionError(f"task_models[{task!r}] = {index} is out of range for {len(self.models)} models")
                 out[task] = index
             return out
         if len(self.models) == 1:
@@ -185,14 +198,14 @@ class Sweep:
     # ------------------------------------------------------------------ run
     def run(self, grid: Sequence[tuple[Any, float, str]], evaluate_test: str = "best") -> SweepResult:
         if evaluate_test not in ("best", "all", "none"):
-            raise ValueError(f"evaluate_test must be 'best', 'all' or 'none', got {evaluate_test!r}")
+            raise OptionError(f"evaluate_test must be 'best', 'all' or 'none', got {evaluate_test!r}")
         start = time.perf_counter()
         self.candidates.prepare(progress=self.progress)
         auto = self.candidates.auto_alpha
         points = []
         for a, b, label in grid:
             if a == "auto" and auto is None:
-                raise ValueError("alpha 'auto' needs the sweep built with needs_auto_alpha=True (sweep() does this)")
+                raise OptionError("alpha 'auto' needs the sweep built with needs_auto_alpha=True (sweep() does this)")
             points.append(Point(auto if a == "auto" else a, b, label, "auto" if a == "auto" else "explicit"))
         primary = {t: self._primary(t) for t in self.tasks}
         has_test = any(t.test is not None for t in self.tasks.values()) and evaluate_test != "none"
@@ -283,38 +296,38 @@ def sweep(base: str | Path, models: Sequence[str | Path] | str | Path, tasks: Ma
 
 def _tasks(tasks: Mapping[str, Any], test_tasks: Mapping[str, Any] | None) -> dict[str, Task]:
     if not tasks:
-        raise ValueError("give at least one task: name -> evaluator")
+        raise OptionError("give at least one task: name -> evaluator")
     out = {}
     for name, spec in tasks.items():
         if isinstance(spec, Mapping):
             unknown = set(spec) - {"validation", "test"}
             if unknown or "validation" not in spec:
-                raise ValueError(f"task {name!r}: expected {{'validation': evaluator, 'test': evaluator}}, got keys {sorted(spec)}")
+                raise OptionError(f"task {name!r}: expected {{'validation': evaluator, 'test': evaluator}}, got keys {sorted(spec)}")
             val, test = spec["validation"], spec.get("test")
         elif isinstance(spec, (tuple, list)):
             if len(spec) != 2:
-                raise ValueError(f"task {name!r}: a pair (validation, test) of evaluators, got {len(spec)} items")
+                raise OptionError(f"task {name!r}: a pair (validation, test) of evaluators, got {len(spec)} items")
             val, test = spec
         else:
             val, test = spec, None
         val, test = as_evaluator(val), as_evaluator(test) if test is not None else None
         if val.tasks:  # several tasks in one evaluator: one Task per sub-task, named by it
             if test is not None and set(test.tasks or []) != set(val.tasks):
-                raise ValueError(f"task group {name!r}: the test evaluator scores {test.tasks}, validation {val.tasks}")
+                raise OptionError(f"task group {name!r}: the test evaluator scores {test.tasks}, validation {val.tasks}")
             for key in val.tasks:
                 if key in out:
-                    raise ValueError(f"task {key!r} is defined twice")
+                    raise OptionError(f"task {key!r} is defined twice")
                 out[key] = Task(key, val, test, key)
         else:
             if name in out:
-                raise ValueError(f"task {name!r} is defined twice")
+                raise OptionError(f"task {name!r} is defined twice")
             out[name] = Task(name, val, test)
     for name, ev in (test_tasks or {}).items():
         ev = as_evaluator(ev)
         names = ev.tasks or [name]
         for key in names:
             if key not in out:
-                raise ValueError(f"test task {key!r} has no validation task of the same name")
+                raise OptionError(f"test task {key!r} has no validation task of the same name")
             out[key].test = ev
     return out
 

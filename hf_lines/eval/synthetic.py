@@ -34,6 +34,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import OptionError
+
 Labeler = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -175,7 +177,7 @@ def build_benchmark(root: str | Path, config: BenchmarkConfig | None = None, *, 
     all_down = downstream_tasks(cfg.vocab, cfg.length)
     unknown = [t for t in cfg.tasks if t not in all_down]
     if unknown:
-        raise ValueError(f"unknown downstream task(s) {unknown}; choose from {list(all_down)}")
+        raise OptionError(f"unknown downstream task(s) {unknown}; choose from {list(all_down)}")
     down = {t: all_down[t] for t in cfg.tasks}
     torch.manual_seed(cfg.seed)
     pool = sample(50_000, cfg.seed + 1, cfg.vocab, cfg.length)  # the training stream of every stage

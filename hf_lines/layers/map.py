@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+from ..errors import OptionError
 from ..schedule import block_scale
 from .families import LAYER_COUNT_KEYS
 from .infer import Inferred, Stack, StackMode, Tower, infer
@@ -86,7 +87,7 @@ class LayerMap:
     def scale(self, name: str, alpha: float, beta: float, policy: Policy = "paper") -> float:
         """LiNeS scale of one tensor; non-block tensors get alpha ("paper") or their nearest block's ("depth")."""
         if policy not in POLICIES:
-            raise ValueError(f"unknown non-block policy {policy!r}; use one of {POLICIES}")
+            raise OptionError(f"unknown non-block policy {policy!r}; use one of {POLICIES}")
         if name not in self.params:
             raise KeyError(f"tensor {name!r} is not in this layer map")
         index = self.params[name]

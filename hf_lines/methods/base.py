@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
+from ..errors import OptionError
+
 if TYPE_CHECKING:
     from ..kernels import KernelStats
 
@@ -26,7 +28,7 @@ def get_method(name: str, **options: Any) -> "MergeMethod":
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown merge method {name!r}; choose one of {sorted(METHODS)}") from None
+        raise OptionError(f"unknown merge method {name!r}; choose one of {sorted(METHODS)}") from None
     return cls(**options)
 
 
@@ -41,7 +43,7 @@ class MergeMethod:
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.option_names))
         if unknown:
-            raise ValueError(
+            raise OptionError(
                 f"merge method {self.name!r} has no option(s) {unknown}; its options are {list(self.option_names) or 'none'}"
             )
         self.options = options

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..errors import OptionError
 from .base import MergeMethod, get_method, register_method
 from .task_vectors import iter_task_vectors
 
@@ -72,20 +73,20 @@ class Consensus(MergeMethod):
         super().__init__(**options)
         k = options.get("k", 2)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"consensus option k must be an integer >= 0, got {k!r}")
+            raise OptionError(f"consensus option k must be an integer >= 0, got {k!r}")
         lam = options.get("lam", 0.4)
         lams = lam if isinstance(lam, (list, tuple)) else [lam]
         if not lams or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in lams):
-            raise ValueError(f"consensus option lam must be a number >= 0 or a list of them, got {lam!r}")
+            raise OptionError(f"consensus option lam must be a number >= 0 or a list of them, got {lam!r}")
         base = options.get("base_method", "task_arithmetic")
         base = _BASE_ALIASES.get(base, base) if isinstance(base, str) else base
         if base not in BASES:
-            raise ValueError(f"consensus option base_method must be one of {list(BASES)}, got {options.get('base_method')!r}")
+            raise OptionError(f"consensus option base_method must be one of {list(BASES)}, got {options.get('base_method')!r}")
         base_options = {key: options[key] for key in ("dare", *_TIES_ONLY) if key in options}
         if base == "ties":
             base_options.setdefault("aggregate", "sum")
         elif any(key in options for key in _TIES_ONLY):
-            raise ValueError(f"consensus options {list(_TIES_ONLY)} apply only with base_method: ties")
+            raise OptionError(f"consensus options {list(_TIES_ONLY)} apply only with base_method: ties")
         self.k = k
         self.lam = [float(x) for x in lams] if isinstance(lam, (list, tuple)) else float(lam)
         self.inner = get_method(base, **base_options)
@@ -93,7 +94,7 @@ class Consensus(MergeMethod):
 
     def check_inputs(self, num_models: int) -> None:
         if isinstance(self.lam, list) and len(self.lam) != num_models:
-            raise ValueError(f"consensus option lam lists {len(self.lam)} values for {num_models} models")
+            raise OptionError(f"consensus option lam lists {len(self.lam)} values for {num_models} models")
 
     @property
     def needs_statistics(self) -> bool:  # type: ignore[override]

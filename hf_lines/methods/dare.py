@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import OptionError
+
 # Elements drawn from one generator. Fixed forever: changing it changes every DARE result.
 CHUNK = 1 << 16
 
@@ -36,11 +38,11 @@ class DareOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
-            raise ValueError(f"dare.drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
+            raise OptionError(f"dare.drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
         if not 0.0 <= float(self.drop_rate) < 1.0:
-            raise ValueError(f"dare.drop_rate must be in [0, 1), got {self.drop_rate}")
+            raise OptionError(f"dare.drop_rate must be in [0, 1), got {self.drop_rate}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"dare.seed must be an integer, got {self.seed!r}")
+            raise OptionError(f"dare.seed must be an integer, got {self.seed!r}")
         object.__setattr__(self, "drop_rate", float(self.drop_rate))
 
     @classmethod
@@ -55,9 +57,9 @@ class DareOptions:
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - {"drop_rate", "seed"})
             if unknown:
-                raise ValueError(f"dare has no option(s) {unknown}; its options are ['drop_rate', 'seed']")
+                raise OptionError(f"dare has no option(s) {unknown}; its options are ['drop_rate', 'seed']")
             return cls(**value)
-        raise ValueError(f"dare must be a mapping like {{drop_rate: 0.9, seed: 0}}, true or false; got {value!r}")
+        raise OptionError(f"dare must be a mapping like {{drop_rate: 0.9, seed: 0}}, true or false; got {value!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

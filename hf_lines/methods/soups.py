@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..errors import OptionError
 from .base import register_method
 from .task_arithmetic import Mean
 
@@ -45,7 +46,7 @@ class WiseFT(Mean):
     def __init__(self, **options: Any):
         gamma = options.pop("gamma", 0.5)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-            raise ValueError(f"wise_ft option gamma must be a number, got {gamma!r}")
+            raise OptionError(f"wise_ft option gamma must be a number, got {gamma!r}")
         super().__init__(**options)
         self.gamma = float(gamma)
         self.options = {"gamma": self.gamma, **self.options}

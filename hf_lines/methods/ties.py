@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import kernels
+from ..errors import OptionError
 from .base import MergeMethod, register_method
 from .dare import DareOptions
 from .kth_magnitude import KthMagnitude
@@ -232,14 +233,14 @@ class Ties(MergeMethod):
         super().__init__(**options)
         density = options.get("density", self.default_density)
         if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
-            raise ValueError(f"ties option density must be a number in (0, 1], got {density!r}")
+            raise OptionError(f"ties option density must be a number in (0, 1], got {density!r}")
         trim = options.get("trim", "global")
         trim = _TRIM_ALIASES.get(trim, trim) if isinstance(trim, str) else trim
         if trim not in TRIM_SCOPES:
-            raise ValueError(f"ties option trim must be one of {list(TRIM_SCOPES)}, got {options.get('trim')!r}")
+            raise OptionError(f"ties option trim must be one of {list(TRIM_SCOPES)}, got {options.get('trim')!r}")
         aggregate = options.get("aggregate", "mean")
         if aggregate not in AGGREGATES:
-            raise ValueError(f"ties option aggregate must be one of {list(AGGREGATES)}, got {aggregate!r}")
+            raise OptionError(f"ties option aggregate must be one of {list(AGGREGATES)}, got {aggregate!r}")
         self.density = float(density)
         self.trim = trim
         self.aggregate = aggregate

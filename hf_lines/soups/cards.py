@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..errors import writing
 from ..recipe import RECIPE_FILE, LinesSpec, ModelSpec, OutputSpec, Recipe
 from ..report import block_norms
 from .outputs import SoupOutput
@@ -31,6 +32,7 @@ def output_record(soup: "RewardedSoup", out: SoupOutput, fmt: str) -> dict[str, 
         "method": {"method": "task_arithmetic", "dare": None},
         "lines": {
             "alpha": out.lines.alpha, "beta": out.lines.beta, "policy": out.lines.policy, "stacks": out.lines.stacks,
+            **({"allow_large_lambda": True} if out.lines.allow_large_lambda else {}),
             "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in soup.layer_map.towers],
         },
         "soup": {"variant": out.variant, "lambda": out.lam, "weights": list(out.weights), "formula": FORMULA},
@@ -54,7 +56,9 @@ def soup_recipe(soup: "RewardedSoup", outs: Sequence[SoupOutput], fmt: str, max_
         lambdas=[o.lam for o in outs] if two else None,  # type: ignore[misc]
         weights=None if two else [list(o.weights) for o in outs],
         lines=None if outs[0].variant == "plain" else {"alpha": lines.alpha, "beta": lines.beta,
-                                                        "policy": lines.policy, "stacks": lines.stacks},
+                                                        "policy": lines.policy, "stacks": lines.stacks,
+                                                        **({"allow_large_lambda": True}
+                                                           if lines.allow_large_lambda else {})},
         sft_base=inputs.base.spec_for_recipe() if inputs.base is not None else None,
         output_format=fmt,
         max_shard_size=max_shard_size,
@@ -74,7 +78,8 @@ def merge_recipe(soup: "RewardedSoup", out: SoupOutput, max_shard_size: int | st
         base_model=inputs.sft.spec_for_recipe(),
         models=[ModelSpec(p.spec_for_recipe(), float(w)) for p, w in zip(inputs.policies, out.weights)],
         method="task_arithmetic",
-        lines=None if out.variant == "plain" else LinesSpec(float(lines.alpha), float(lines.beta), lines.policy, lines.stacks),
+        lines=None if out.variant == "plain" else LinesSpec(float(lines.alpha), float(lines.beta), lines.policy, lines.stacks,
+                                                             lines.allow_large_lambda),
         output=OutputSpec(max_shard_size),
     )
 
@@ -93,6 +98,8 @@ def soup_command(soup: "RewardedSoup", out: SoupOutput, fmt: str, outdir: str = 
             parts += ["--policy", out.lines.policy]
         if out.lines.stacks != "chain":
             parts += ["--stacks", out.lines.stacks]
+        if out.lines.allow_large_lambda:
+            parts.append("--allow-large-lambda")
     if inputs.base is not None:
         parts += ["--sft-base", inputs.base.spec_for_recipe()]
     parts += ["--output-format", fmt, "-o", outdir]
@@ -104,6 +111,8 @@ def soup_python(soup: "RewardedSoup", out: SoupOutput, fmt: str) -> str:
     args = [repr(inputs.sft.spec_for_recipe()), repr([p.spec_for_recipe() for p in inputs.policies])]
     if out.variant == "lines":
         args += [f"alpha={out.lines.alpha!r}", f"beta={out.lines.beta!r}"]
+        if out.lines.allow_large_lambda:
+            args.append("allow_large_lambda=True")
     if inputs.base is not None:
         args.append(f"sft_base={inputs.base.spec_for_recipe()!r}")
     sweep = f"lambdas=[{out.lam!r}]" if len(out.weights) <= 2 else f"weights=[{list(out.weights)!r}]"
@@ -122,21 +131,24 @@ def write_output_files(
     max_shard_size: int | str = "5GB",
     template: str | Path | None = None,
     card_data: Mapping[str, Any] | None = None,
+    plot: bool = True,
 ) -> None:
     """``hf_lines.json``, ``hf_lines_soup.yaml``, ``hf_lines_recipe.yaml`` (when a merge recipe can say it) and
-    the model card, in the (staged) output folder."""
+    the model card (with its plot unless ``plot=False``), in the (staged) output folder."""
     from .. import __version__
     from ..card import write_card
 
     record = output_record(soup, out, fmt)
-    (folder / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
+    with writing(folder / "hf_lines.json"):
+        (folder / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
     header = f"Made by hf-lines {__version__}; `hf-lines soup --recipe {SOUP_RECIPE_FILE} -o OUTDIR` makes it again."
     soup_recipe(soup, [out], fmt, max_shard_size).save(folder / SOUP_RECIPE_FILE, header)
     merge = merge_recipe(soup, out, max_shard_size)
     merge_yaml = None
     if merge is not None:
         merge_yaml = merge.to_yaml(f"Made by hf-lines {__version__}; `hf-lines merge {RECIPE_FILE} -o OUT` makes it again.")
-        (folder / RECIPE_FILE).write_text(merge_yaml)
+        with writing(folder / RECIPE_FILE):
+            (folder / RECIPE_FILE).write_text(merge_yaml)
     inputs = soup.inputs
     user = dict(card_data or {})
     extra_tags = user.pop("tags", None) or []
@@ -152,5 +164,5 @@ def write_output_files(
         relation="adapter" if fmt == "adapter" else "merge",
         config=inputs.weights_reader.config,
         parent_folders=[inputs.sft.folder, *(p.folder for p in inputs.policies)],
-        recipe=recipe, template=template, card_data=data, model_name=out.name,
+        recipe=recipe, template=template, card_data=data, model_name=out.name, plot=plot,
     )

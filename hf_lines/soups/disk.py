@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from ..errors import LinesError
+from ..errors import LinesError, OptionError
 
 Passes = Literal["auto", "single", "per_output"]
 PASSES: tuple[str, ...] = ("auto", "single", "per_output")
@@ -29,6 +29,12 @@ def free_bytes(folder: str | Path) -> int:
     while not path.exists():
         path = path.parent
     return shutil.disk_usage(path).free
+
+
+def check_passes(passes: str) -> None:
+    """Refuse an unknown ``passes`` (``--passes``) before any work."""
+    if passes not in PASSES:
+        raise OptionError(f"passes (--passes) must be one of {', '.join(PASSES)}, got {passes!r}")
 
 
 def _gb(n: float) -> str:
@@ -55,8 +61,7 @@ def plan_groups(
             ``single`` (one pass, refused if it does not fit) or ``per_output``.
         reserve: bytes to leave free.
     """
-    if passes not in PASSES:
-        raise ValueError(f"passes must be one of {list(PASSES)}, got {passes!r}")
+    check_passes(passes)
     if n_outputs == 0:
         return []
     room = free - reserve

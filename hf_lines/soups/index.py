@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LinesError
+from ..errors import LinesError, writing
 
 INDEX_FILE = "soup.json"
 
@@ -46,10 +46,15 @@ class SoupIndex:
 
     def save(self) -> Path:
         """Write ``soup.json`` atomically."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".soup-", suffix=".json", dir=self.folder)
-        with os.fdopen(fd, "w") as f:
-            json.dump({**self.info, "outputs": self.outputs}, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, self.folder / INDEX_FILE)
+        with writing(self.folder / INDEX_FILE):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".soup-", suffix=".json", dir=self.folder)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({**self.info, "outputs": self.outputs}, f, indent=2)
+                    f.write("\n")
+                os.replace(tmp, self.folder / INDEX_FILE)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return self.folder / INDEX_FILE

@@ -18,7 +18,7 @@ import torch
 from ..adapters import AdapterCheckpoint, is_adapter_folder, read_lora_config
 from ..adapters.reader import BaseTensors, LoraAdapter
 from ..engine import check_compatible
-from ..errors import AdapterError
+from ..errors import AdapterError, OptionError
 from ..sources import Checkpoint, ModelRef, resolve
 from ..sources.checkpoint import TensorInfo
 
@@ -122,7 +122,7 @@ def open_inputs(
     if isinstance(policies, (str, Path)):
         policies = [policies]
     if not policies:
-        raise ValueError("give at least one policy (a full model or a LoRA adapter over the SFT model)")
+        raise OptionError("give at least one policy (a full model or a LoRA adapter over the SFT model)")
     sft_path = resolve(sft, token=token)
     base_input = None
     if is_adapter_folder(sft_path):

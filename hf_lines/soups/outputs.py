@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..errors import OptionError
 from ..layers import LayerMap
 from ..merger import LinesConfig
 from .weights import lambda_of, output_name
@@ -52,5 +53,5 @@ def plan_outputs(weights: Sequence[Sequence[float]], lines: LinesConfig | None, 
     names = [o.name for o in out]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"two outputs would both be named {dup!r}; give weights that differ in the first two decimals")
+        raise OptionError(f"two outputs would both be named {dup!r}; give weights that differ in the first two decimals")
     return out

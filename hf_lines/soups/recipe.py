@@ -8,6 +8,7 @@ Schema (``sft`` and ``policies`` are required; ``lambdas`` and ``weights`` exclu
     lambdas: [0.0, 0.1, 0.2]           # two policies: weights (lam, 1 - lam); or "0:1:11"
     weights: [[0.2, 0.3, 0.5]]         # any number of policies: one weight vector per output
     lines: {alpha: 0.5, beta: 0.5, policy: paper, stacks: chain}   # or false: plain rewarded soup
+                                       # (allow_large_lambda: true lifts the bound |lambda| <= 100)
     include_plain: false               # with lines: also write the plain soup of every weight vector
     output_format: auto                # auto | adapter | model
     max_shard_size: 5GB
@@ -17,19 +18,20 @@ Every output folder holds the recipe of that one output as ``hf_lines_soup.yaml`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from ..errors import RecipeError
+from ..errors import OptionError, RecipeError, writing
+from ..options import MIN_SHARD_SIZE, check_schedule, parse_size
 from ..recipe import _check_mapping, _number, _path_like, _show
 from .weights import parse_lambdas, parse_weights
 
 SOUP_RECIPE_FILE = "hf_lines_soup.yaml"
 _KEYS = ("sft", "sft_base", "policies", "lambdas", "weights", "lines", "include_plain", "output_format", "max_shard_size")
-_LINES_KEYS = ("alpha", "beta", "policy", "stacks")
+_LINES_KEYS = ("alpha", "beta", "policy", "stacks", "allow_large_lambda")
 
 
 @dataclass
@@ -48,7 +50,7 @@ class SoupRecipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> "SoupRecipe":
+    def load(cls, path: str | Path, *, allow_large_lambda: bool = False) -> "SoupRecipe":
         path = Path(path).expanduser()
         try:
             data = yaml.safe_load(path.read_text())
@@ -56,19 +58,25 @@ class SoupRecipe:
             raise RecipeError(f"cannot read the soup recipe {path}: {e.strerror or e}") from e
         except yaml.YAMLError as e:
             raise RecipeError(f"{path}: not valid YAML ({e})") from e
-        return cls.from_dict(data)
+        return cls.from_dict(data, allow_large_lambda=allow_large_lambda)
 
     @classmethod
-    def coerce(cls, value: "SoupRecipe | Mapping[str, Any] | str | Path") -> "SoupRecipe":
+    def coerce(cls, value: "SoupRecipe | Mapping[str, Any] | str | Path", *,
+               allow_large_lambda: bool = False) -> "SoupRecipe":
         if isinstance(value, SoupRecipe):
+            if allow_large_lambda and value.lines:
+                value = replace(value, lines={**value.lines, "allow_large_lambda": True})
             return value
         if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        return cls.load(value)
+            return cls.from_dict(value, allow_large_lambda=allow_large_lambda)
+        return cls.load(value, allow_large_lambda=allow_large_lambda)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SoupRecipe":
-        """Validate; errors name the key, e.g. ``soup.lines.beta: expected a number``."""
+    def from_dict(cls, data: Any, *, allow_large_lambda: bool = False) -> "SoupRecipe":
+        """Validate; errors name the key, e.g. ``soup.lines.beta: expected a number``.
+
+        ``allow_large_lambda=True`` acts as ``lines: {allow_large_lambda: true}`` (and sets it).
+        """
         _check_mapping(data, "soup", _KEYS)
         for key in ("sft", "policies"):
             if data.get(key) in (None, "", []):
@@ -97,8 +105,17 @@ class SoupRecipe:
             _check_mapping(lines, "soup.lines", _LINES_KEYS)
             if "alpha" not in lines or "beta" not in lines:
                 raise RecipeError("soup.lines: give both alpha and beta (or lines: false for the plain soup)")
+            allow = lines.get("allow_large_lambda", False)
+            if not isinstance(allow, bool):
+                raise RecipeError(f"soup.lines.allow_large_lambda: expected true or false, got {_show(allow)}")
+            allow = allow or allow_large_lambda
             lines = {"alpha": _number(lines["alpha"], "soup.lines.alpha"), "beta": _number(lines["beta"], "soup.lines.beta"),
-                     "policy": lines.get("policy", "paper"), "stacks": lines.get("stacks", "chain")}
+                     "policy": lines.get("policy", "paper"), "stacks": lines.get("stacks", "chain"),
+                     **({"allow_large_lambda": True} if allow else {})}
+            try:
+                check_schedule(lines["alpha"], lines["beta"], allow_large_lambda=allow)
+            except OptionError as e:
+                raise RecipeError(f"soup.lines: {e}") from None
         include_plain = data.get("include_plain", False)
         if not isinstance(include_plain, bool):
             raise RecipeError(f"soup.include_plain: expected true or false, got {_show(include_plain)}")
@@ -106,8 +123,13 @@ class SoupRecipe:
         if fmt not in ("auto", "adapter", "model"):
             raise RecipeError(f"soup.output_format: expected auto, adapter or model, got {_show(fmt)}")
         sft_base = data.get("sft_base")
+        shard = data.get("max_shard_size", "5GB")
+        try:
+            parse_size(shard, "max_shard_size", MIN_SHARD_SIZE)
+        except OptionError as e:
+            raise RecipeError(f"soup.{e}") from None
         return cls(sft, policies, lambdas, weights, lines, _path_like(sft_base, "soup.sft_base") if sft_base else None,
-                   include_plain, fmt, data.get("max_shard_size", "5GB"))
+                   include_plain, fmt, shard)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sft": self.sft}
@@ -132,5 +154,6 @@ class SoupRecipe:
 
     def save(self, path: str | Path, header: str | None = None) -> Path:
         path = Path(path)
-        path.write_text(self.to_yaml(header))
+        with writing(path):
+            path.write_text(self.to_yaml(header))
         return path

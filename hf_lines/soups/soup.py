@@ -14,14 +14,16 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import OutputExistsError
+from ..errors import OptionError, OutputExistsError, writing
 from ..layers import LayerMap
 from ..layers.infer import StackMode
 from ..layers.map import Policy
 from ..merger import LinesConfig
-from ..output import copy_support_files, staged_folder
+from ..options import check_run_options, check_schedule
+from ..output import copy_support_files
+from ..staging import OutputLock, absolute, check_not_input, input_paths, staged_output
 from .cards import FORMULA, soup_recipe, write_output_files
-from .disk import DEFAULT_RESERVE, Passes, free_bytes, plan_groups
+from .disk import DEFAULT_RESERVE, Passes, check_passes, free_bytes, plan_groups
 from .full import soup_tensor, write_full_outputs
 from .index import SoupIndex
 from .inputs import SoupInputs, open_inputs
@@ -62,31 +64,40 @@ class RewardedSoup:
         stacks: StackMode = "chain",
         sft_base: str | Path | None = None,
         token: str | bool | None = None,
+        allow_large_lambda: bool = False,
     ) -> "RewardedSoup":
         """Open the SFT model and the policies (folders or Hub ``repo@revision``); reads headers only.
 
         ``sft`` is a full model, or a LoRA adapter on ``sft_base`` (default: its adapter_config's
         base). Each policy is a full model or a LoRA adapter over theta_SFT. ``alpha`` and ``beta``
         turn LiNeS on (give both); without them the soup is the plain rewarded soup.
+        ``allow_large_lambda`` lifts the bound on |lambda| (``hf_lines.options.MAX_LAMBDA``).
         """
         if (alpha is None) != (beta is None):
-            raise ValueError("give both alpha and beta for the LiNeS soup, or neither for the plain rewarded soup")
+            raise OptionError("give both alpha and beta for the LiNeS soup, or neither for the plain rewarded soup")
         if alpha == "auto":
-            raise ValueError("alpha='auto' is for multi-task merges; give a number for a rewarded soup")
-        lines = LinesConfig(alpha, beta, policy, stacks) if alpha is not None else None  # type: ignore[arg-type]
+            raise OptionError("alpha='auto' is for multi-task merges; give a number for a rewarded soup")
+        lines = (LinesConfig(alpha, beta, policy, stacks, allow_large_lambda)  # type: ignore[arg-type]
+                 if alpha is not None else None)
         inputs = open_inputs(sft, policies, sft_base=sft_base, token=token)
         reader = inputs.weights_reader
         layer_map = LayerMap.from_names(reader.names(), reader.config, stacks)
         return cls(inputs, lines, layer_map)
 
     @classmethod
-    def from_recipe(cls, recipe: "SoupRecipe | dict[str, Any] | str | Path", *, token: str | bool | None = None) -> "RewardedSoup":
-        """Build from a soup recipe (``hf_lines.soups.recipe``); its sweep becomes the default of ``save_pretrained``."""
-        spec = SoupRecipe.coerce(recipe)
+    def from_recipe(cls, recipe: "SoupRecipe | dict[str, Any] | str | Path", *, token: str | bool | None = None,
+                    allow_large_lambda: bool = False) -> "RewardedSoup":
+        """Build from a soup recipe (``hf_lines.soups.recipe``); its sweep becomes the default of ``save_pretrained``.
+
+        ``allow_large_lambda=True`` (CLI ``--allow-large-lambda``) acts as the recipe's
+        ``lines: {allow_large_lambda: true}``.
+        """
+        spec = SoupRecipe.coerce(recipe, allow_large_lambda=allow_large_lambda)
         lines = spec.lines or {}
         soup = cls.from_pretrained(spec.sft, spec.policies, alpha=lines.get("alpha"), beta=lines.get("beta"),
                                    policy=lines.get("policy", "paper"), stacks=lines.get("stacks", "chain"),
-                                   sft_base=spec.sft_base, token=token)
+                                   sft_base=spec.sft_base, token=token,
+                                   allow_large_lambda=bool(lines.get("allow_large_lambda", False)))
         soup.defaults = {"lambdas": spec.lambdas, "weights": spec.weights, "include_plain": spec.include_plain,
                          "output": spec.output_format, "max_shard_size": spec.max_shard_size}
         return soup
@@ -101,7 +112,7 @@ class RewardedSoup:
         if lambdas is None and weights is None:
             lambdas, weights = self.defaults.get("lambdas"), self.defaults.get("weights")
         if (lambdas is None) == (weights is None):
-            raise ValueError("give lambdas (one or two policies) or weights (one vector per output), not both")
+            raise OptionError("give lambdas (one or two policies) or weights (one vector per output), not both")
         if weights is not None:
             return parse_weights(weights, self.num_policies)
         return weights_for_lambdas(parse_lambdas(lambdas), self.num_policies)
@@ -115,7 +126,7 @@ class RewardedSoup:
     def output_format(self, requested: str = "auto") -> str:
         """``adapter`` when every policy (and an adapter SFT) is plain LoRA and ``requested`` allows it, else ``model``."""
         if requested not in OUTPUT_FORMATS:
-            raise ValueError(f"unknown output format {requested!r}; use one of {list(OUTPUT_FORMATS)}")
+            raise OptionError(f"unknown output format {requested!r}; use one of {list(OUTPUT_FORMATS)}")
         if requested != "auto":
             return requested
         blocker = adapter_output_blocker(self.inputs)
@@ -179,13 +190,41 @@ class RewardedSoup:
         its ``soup.json`` record plus ``path``); with ``keep=False`` the output is deleted
         right after, so a sweep larger than the disk runs in groups that fit.
         """
-        from ..card import check_card_fields
+        from ..card import check_card_fields, check_card_template
 
         check_card_fields(card_data)
         outs = self.outputs(lambdas, weights, include_plain)
         fmt = self.output_format(output or self.defaults.get("output", "auto"))
-        max_shard_size = max_shard_size or self.defaults.get("max_shard_size") or "5GB"
-        outdir = Path(save_directory).expanduser().resolve()
+        if max_shard_size is None:  # 0 is a (bad) size, not "use the default"
+            max_shard_size = self.defaults.get("max_shard_size") or "5GB"
+        # every option that can be wrong fails here, before a tensor is read or a folder is made
+        check_run_options(max_shard_size=max_shard_size, workers=workers)
+        check_passes(passes)
+        if self.lines is not None:
+            check_schedule(self.lines.alpha, self.lines.beta, allow_large_lambda=self.lines.allow_large_lambda)
+        check_card_template(card_template, lambda folder: write_output_files(
+            self, outs[0], folder, fmt, max_shard_size=max_shard_size, template=card_template, card_data=card_data,
+            plot=False))
+        outdir = absolute(save_directory)
+        inputs = self.input_paths(card_template)
+        check_not_input(outdir, inputs)
+        with OutputLock(outdir):  # one sweep at a time writes soup.json and the outputs of a folder
+            return self._save(outdir, outs, fmt, max_shard_size, inputs, overwrite=overwrite, workers=workers,
+                              progress=progress, passes=passes, keep=keep, on_output=on_output,
+                              disk_reserve=disk_reserve, norms=norms, card_template=card_template,
+                              card_data=card_data)
+
+    def input_paths(self, *extra: str | Path | None) -> list[Path]:
+        """Every folder and file the sweep reads: no output may be, hold or lie inside one of them."""
+        inputs = self.inputs
+        paths = input_paths(inputs.sft.checkpoint, inputs.base.checkpoint if inputs.base else None,
+                            *(p.checkpoint for p in inputs.policies))
+        return paths + [Path(p) for p in extra if p is not None]
+
+    def _save(self, outdir: Path, outs: list[SoupOutput], fmt: str, max_shard_size: int | str, inputs: list[Path], *,
+              overwrite: bool, workers: int | None, progress: bool, passes: Passes, keep: bool,
+              on_output: Callable[[dict[str, Any]], None] | None, disk_reserve: int, norms: bool,
+              card_template: str | Path | None, card_data: dict[str, Any] | None) -> SoupIndex:
         existing = [o.name for o in outs if (outdir / o.name).exists()]
         if existing and not overwrite:
             raise OutputExistsError(f"{outdir} already holds {', '.join(existing)}; choose another folder or pass --overwrite")
@@ -210,7 +249,7 @@ class RewardedSoup:
         files = dict(max_shard_size=max_shard_size, template=card_template, card_data=card_data)
         if fmt == "adapter":
             for o in outs:
-                self._write_adapter(o, outdir / o.name, overwrite, files)
+                self._write_adapter(o, outdir / o.name, overwrite, files, inputs)
                 finished([o])
             return index
         size = sum(i.nbytes for i in self.inputs.infos().values())
@@ -221,7 +260,8 @@ class RewardedSoup:
         for group in groups:
             chosen = [outs[i] for i in group]
             with contextlib.ExitStack() as stack:
-                tmps = [stack.enter_context(staged_folder(outdir / o.name, overwrite)) for o in chosen]
+                tmps = [stack.enter_context(staged_output(outdir / o.name, overwrite=overwrite, inputs=inputs))
+                        for o in chosen]
                 found = write_full_outputs(
                     self.inputs, chosen, tmps, [o.scales(self.layer_map) for o in chosen],
                     max_shard_size=max_shard_size, workers=workers, progress=progress, norms=norms,
@@ -232,7 +272,8 @@ class RewardedSoup:
             finished(chosen)
         return index
 
-    def _write_adapter(self, out: SoupOutput, target: Path, overwrite: bool, files: dict[str, Any]) -> None:
+    def _write_adapter(self, out: SoupOutput, target: Path, overwrite: bool, files: dict[str, Any],
+                       inputs: list[Path]) -> None:
         from safetensors.torch import save_file
 
         tensors, config = soup_adapter(self.inputs, out.weights, out.scales(self.layer_map))
@@ -240,7 +281,7 @@ class RewardedSoup:
         policies = self.inputs.policy_adapters() or []
         support = sft_adapter.path if sft_adapter is not None else policies[0].path
         keep_config = sft_adapter is None and len(policies) == 1  # one adapter: its config byte for byte
-        with staged_folder(target, overwrite) as tmp:
+        with staged_output(target, overwrite=overwrite, inputs=inputs) as tmp:
             copy_support_files(support, tmp)  # tokenizer files an adapter may carry, and its adapter_config.json
             if not keep_config:
                 config.save_pretrained(str(tmp))
@@ -255,9 +296,11 @@ class RewardedSoup:
 
     def _copy_support(self, tmp: Path) -> None:
         """Config, tokenizer and generation config of theta_SFT (an SFT adapter's tokenizer files win)."""
-        copy_support_files(Path(self.inputs.weights_reader.path), tmp)
+        with writing(tmp):
+            copy_support_files(Path(self.inputs.weights_reader.path), tmp)
         if self.inputs.base is not None:
-            copied = copy_support_files(self.inputs.sft.folder, tmp)
+            with writing(tmp):
+                copied = copy_support_files(self.inputs.sft.folder, tmp)
             for name in ("adapter_config.json",):  # a full model folder must not look like an adapter
                 if name in copied:
                     (tmp / name).unlink()

@@ -7,19 +7,24 @@ from the SFT model to the policy. More policies: explicit weight vectors.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
+
+from ..errors import OptionError
+from ..options import option_name
 
 # Weights are rounded to this many decimals, so that 0:1:11 gives 0.3, not 0.30000000000000004.
 DECIMALS = 12
 
 
-def _number(text: str, where: str) -> float:
+def _number(text: Any, where: str) -> float:
+    if isinstance(text, bool):
+        raise OptionError(f"{option_name(where)}: {text!r} is not a number")
     try:
         value = float(text)
-    except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a number") from None
+    except (TypeError, ValueError):
+        raise OptionError(f"{option_name(where)}: {text!r} is not a number; e.g. '0,0.5,1' or '0:1:11'") from None
     if not math.isfinite(value):
-        raise ValueError(f"{where}: {text!r} is not a finite number")
+        raise OptionError(f"{option_name(where)}: {text!r} is not a finite number")
     return value
 
 
@@ -27,16 +32,20 @@ def parse_lambdas(spec: str | Sequence[float]) -> list[float]:
     """Interpolation coefficients from ``"0,0.5,1"``, ``"0:1:11"`` (start:stop:count, ends included),
     ``"0,0.1,...,1"`` (an arithmetic progression: step from the first two, up to the last) or a list."""
     if not isinstance(spec, str):
-        values = [float(v) for v in spec]
-    elif spec.count(":") == 2:
+        values = [_number(v, "lambdas") for v in spec]
+    elif ":" in spec:
+        if spec.count(":") != 2:
+            raise OptionError(f"lambdas (--lambdas): {spec!r} is not start:stop:count; "
+                              "write e.g. '0:1:11' (11 values from 0 to 1)")
         a, b, n = spec.split(":")
         start, stop = _number(a, "lambdas"), _number(b, "lambdas")
         try:
             count = int(n)
         except ValueError:
-            raise ValueError(f"lambdas: in {spec!r} the count {n!r} is not an integer") from None
+            raise OptionError(f"lambdas (--lambdas): in {spec!r} the count {n!r} is not an integer") from None
         if count < 1:
-            raise ValueError(f"lambdas: {spec!r} asks for {count} values; give at least 1")
+            raise OptionError(f"lambdas (--lambdas): {spec!r} asks for {count} values; "
+                              "give a count of at least 1, e.g. '0:1:11'")
         values = [start] if count == 1 else [start + (stop - start) * k / (count - 1) for k in range(count)]
     else:
         parts = [p.strip() for p in spec.split(",") if p.strip()]
@@ -46,24 +55,24 @@ def parse_lambdas(spec: str | Sequence[float]) -> list[float]:
             values = [_number(p, "lambdas") for p in parts]
     values = [round(v, DECIMALS) + 0.0 for v in values]  # + 0.0: no -0.0 in names
     if not values:
-        raise ValueError(f"lambdas: {spec!r} holds no value; e.g. '0,0.5,1' or '0:1:11'")
+        raise OptionError(f"lambdas (--lambdas): {spec!r} holds no value; e.g. '0,0.5,1' or '0:1:11'")
     if len(set(values)) != len(values):
-        raise ValueError(f"lambdas: {spec!r} repeats a value")
+        raise OptionError(f"lambdas (--lambdas): {spec!r} repeats a value")
     return values
 
 
 def _progression(parts: list[str], spec: str) -> list[float]:
     i = parts.index("...")
     if i != len(parts) - 2 or i < 2:
-        raise ValueError(f"lambdas: write a progression as 'first,second,...,last', got {spec!r}")
+        raise OptionError(f"lambdas (--lambdas): write a progression as 'first,second,...,last', got {spec!r}")
     head = [_number(p, "lambdas") for p in parts[:i]]
     last = _number(parts[-1], "lambdas")
     step = head[1] - head[0]
     if step == 0 or (last - head[0]) / step < 0:
-        raise ValueError(f"lambdas: {spec!r} never reaches {last:g} from {head[0]:g} in steps of {step:g}")
+        raise OptionError(f"lambdas (--lambdas): {spec!r} never reaches {last:g} from {head[0]:g} in steps of {step:g}")
     count = round((last - head[0]) / step)
     if not math.isclose(head[0] + count * step, last, rel_tol=1e-9, abs_tol=1e-9):
-        raise ValueError(f"lambdas: {spec!r}: {last:g} is not {head[0]:g} plus a whole number of steps of {step:g}")
+        raise OptionError(f"lambdas (--lambdas): {spec!r}: {last:g} is not {head[0]:g} plus a whole number of steps of {step:g}")
     return [head[0] + k * step for k in range(count + 1)]
 
 
@@ -73,17 +82,17 @@ def parse_weights(spec: str | Sequence[Sequence[float]], n_policies: int | None 
         rows = [r for r in (s.strip() for s in spec.split(";")) if r]
         vectors = [tuple(_number(p.strip(), "weights") for p in r.split(",")) for r in rows]
     else:
-        vectors = [tuple(float(x) for x in v) for v in spec]
+        vectors = [tuple(_number(x, "weights") for x in v) for v in spec]
     if not vectors:
-        raise ValueError(f"weights: {spec!r} holds no vector; e.g. '0.2,0.3,0.5;0.5,0.5,0'")
+        raise OptionError(f"weights (--weights): {spec!r} holds no vector; e.g. '0.2,0.3,0.5;0.5,0.5,0'")
     vectors = [tuple(round(x, DECIMALS) + 0.0 for x in v) for v in vectors]
     sizes = {len(v) for v in vectors}
     expected = n_policies if n_policies is not None else next(iter(sizes))
     bad = [v for v in vectors if len(v) != expected]
     if bad:
-        raise ValueError(f"weights: vector {list(bad[0])} has {len(bad[0])} entries but there are {expected} policies")
+        raise OptionError(f"weights (--weights): vector {list(bad[0])} has {len(bad[0])} entries but there are {expected} policies")
     if len(set(vectors)) != len(vectors):
-        raise ValueError("weights: a weight vector is repeated")
+        raise OptionError("weights (--weights): a weight vector is repeated")
     return vectors
 
 
@@ -93,7 +102,7 @@ def weights_for_lambdas(lambdas: Sequence[float], n_policies: int) -> list[tuple
         return [(float(lam),) for lam in lambdas]
     if n_policies == 2:
         return [(float(lam), round(1.0 - lam, DECIMALS) + 0.0) for lam in lambdas]
-    raise ValueError(
+    raise OptionError(
         f"lambdas interpolate two policies, but {n_policies} were given: give weight vectors instead "
         "(CLI: --weights '0.2,0.3,0.5;...'; Python: weights=[(0.2, 0.3, 0.5), ...])"
     )

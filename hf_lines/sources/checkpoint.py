@@ -21,6 +21,8 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from .confine import confined_file, read_confined_text
+from .resolve import read_config
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -101,31 +103,46 @@ class Checkpoint:
     def _weight_files(self) -> tuple[dict[str, Path], str]:
         """name -> file from the index if there is one, else from every weight file; and the format."""
         for index_name, fmt in ((SAFE_INDEX, "safetensors"), (BIN_INDEX, "bin")):
-            index = self.path / index_name
-            if index.exists():
+            text = read_confined_text(self.path, index_name)
+            if text is not None:
+                index = self.path / index_name
                 try:
-                    weight_map = json.loads(index.read_text())["weight_map"]
-                except (ValueError, KeyError) as e:
+                    weight_map = json.loads(text)["weight_map"]
+                    if not all(isinstance(f, str) for f in weight_map.values()):
+                        raise ValueError("weight_map values must be file names")
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
                     raise CheckpointError(f"{index}: not a valid index file ({e}); re-download the checkpoint") from e
-                files = {n: self.path / f for n, f in weight_map.items()}
-                missing = sorted({str(f) for f in files.values() if not f.exists()})
+                # Each shard once (an index names the same shard for many tensors), checked before any read.
+                shard_of = {f: n for n, f in weight_map.items()}
+                checked = {
+                    f: confined_file(self.path, f, what=f"{index} entry {f!r} (tensor {n!r})")
+                    for f, n in shard_of.items()
+                }
+                missing = sorted(str(self.path / f) for f, p in checked.items() if p is None)
                 if missing:
                     raise CheckpointError(
                         f"{index} lists shard(s) that are missing: {', '.join(missing[:5])}; "
                         "re-download the checkpoint (huggingface-cli download) or fix the index"
                     )
-                return files, fmt
+                return {n: checked[f] for n, f in weight_map.items()}, fmt
         safes = sorted(self.path.glob("*.safetensors"))
         safes = [f for f in safes if not f.name.startswith("adapter_model")]
         if safes:
-            return {f"\0{f.name}": f for f in safes}, "safetensors"
+            return {f"\0{f.name}": self._checked(f) for f in safes}, "safetensors"
         bins = sorted(p for p in self.path.glob("*.bin") if p.name.startswith("pytorch_model"))
         if bins:
-            return {f"\0{f.name}": f for f in bins}, "bin"
+            return {f"\0{f.name}": self._checked(f) for f in bins}, "bin"
         raise CheckpointError(
             f"{self.path} holds no model weights (no *.safetensors, no pytorch_model*.bin); "
             "point to the folder that save_pretrained wrote"
         )
+
+    def _checked(self, file: Path) -> Path:
+        """A weight file found by name, under the rule of ``confine``; a dangling link is refused too."""
+        path = confined_file(self.path, file.name)
+        if path is None:
+            raise CheckpointError(f"{file} is a link to a file that does not exist; re-download the checkpoint")
+        return path
 
     def _scan(self) -> tuple[dict[str, Path], dict[str, TensorInfo]]:
         listed, self.format = self._weight_files()
@@ -208,13 +225,7 @@ class Checkpoint:
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        cfg = self.path / "config.json"
-        if not cfg.exists():
-            return {}
-        try:
-            return json.loads(cfg.read_text())
-        except ValueError as e:
-            raise CheckpointError(f"{cfg}: not valid JSON ({e})") from e
+        return read_config(self.path)
 
     @property
     def total_bytes(self) -> int:
