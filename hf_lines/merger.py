@@ -18,7 +18,7 @@ from .layers import LayerMap
 from .methods.arithmetic import is_finite
 from .layers.infer import StackMode
 from .layers.map import POLICIES, Policy
-from .errors import NonFiniteError, OptionError, writing
+from .errors import NonFiniteError, OptionError, RecipeError, writing
 from .methods import MergeMethod, get_method
 from .options import check_run_options, check_schedule, finite_number
 from .output import copy_support_files
@@ -93,10 +93,12 @@ class LinesMerger:
         self.lines = lines or LinesConfig()  # None: no LiNeS, lambda = 1
         self.alpha_setting = "auto" if self.lines.alpha == "auto" else "explicit"
         self.auto_alpha: AutoAlpha | None = None  # the numbers behind a resolved alpha = "auto"
+        self.statistics: Any = None  # this merger's method statistics (``MergeMethod.new_statistics``)
         self._statistics_done = False
         self.dtype = output_dtype(dtype)
         self.output_options: dict[str, Any] = {}  # from a recipe: max_shard_size
         method.check_inputs(len(self.models))
+        _check_auto_alpha(self.lines.alpha, method.name, len(self.models))
         self.method = method
         self.layer_map = layer_map
         self.tensor_norms: dict[str, tuple[float, float]] = {}
@@ -188,23 +190,29 @@ class LinesMerger:
 
     # ----------------------------------------------------------------- run
     def _prepare(self, progress: bool, workers: int | None = None) -> dict[str, float]:
-        self._run_statistics(progress, workers)
+        self.compute_statistics(progress, workers)
         return self.scales()
 
     def _resolve_alpha(self) -> None:
         if self.lines.alpha == "auto":
-            self._run_statistics(progress=False)
+            self.compute_statistics(progress=False)
 
-    def _run_statistics(self, progress: bool, workers: int | None = None) -> None:
-        """The method's whole-model statistics and auto alpha, once (see ``hf_lines.statistics``)."""
+    def compute_statistics(self, progress: bool = False, workers: int | None = None) -> None:
+        """The method's whole-model statistics and auto alpha, once for these inputs (see ``hf_lines.statistics``).
+
+        They go to ``self.statistics`` and ``self.auto_alpha``, never into the method object,
+        which other merges may share.
+        """
         if self._statistics_done:
             return
         base, models = self.base.checkpoint, [m.checkpoint for m in self.models]
+        self.statistics = self.method.new_statistics(len(models))
         auto = run_statistics(
             base.names(),
             lambda n: read_inputs(n, base, models, check=False),
             self.method,
             self.weights,
+            stats=self.statistics,
             auto_alpha=self.lines.alpha == "auto",
             progress=progress,
             workers=workers,
@@ -239,7 +247,7 @@ class LinesMerger:
         if on_cpu and base.is_floating_point() and self.dtype in (None, base.dtype):
             # one fused pass: the edit, its norms and the finiteness check (hf_lines.kernels)
             out = buffers.take(name, base.shape, base.dtype) if buffers is not None else None
-            fused = self.method.fused_merge(name, base, models, self.weights, scale, out=out)
+            fused = self.method.fused_merge(name, base, models, self.weights, scale, out=out, stats=self.statistics)
             if fused is not None:
                 out, stats = fused
                 if not stats.finite:
@@ -258,11 +266,12 @@ class LinesMerger:
         out = None
         if buffers is not None and self.dtype is None and base.is_floating_point():
             out = buffers.take(name, base.shape, base.dtype)
-        out = self.method.merge(name, base, models, self.weights, scale, out=out)
+        out = self.method.merge(name, base, models, self.weights, scale, out=out, stats=self.statistics)
         if self.dtype is not None and out.is_floating_point():
             out = out.to(self.dtype)
         if norms is not None and out.is_floating_point():
-            norms[name] = tensor_norms(base, out, scale, lambda: self.method.task_vector(name, base, models, self.weights))
+            norms[name] = tensor_norms(base, out, scale,
+                                      lambda: self.method.task_vector(name, base, models, self.weights, self.statistics))
             _check_output_finite(name, scale, norms[name][1], out)
         return out.cpu()
 
@@ -454,7 +463,7 @@ class LinesMerger:
             "base_model": _ref_record(self.base),
             "models": [{**_ref_record(m), "weight": m.weight} for m in self.models],
             "method": self.method.describe(),
-            **({"method_statistics": self.method.statistics_record()} if self.method.statistics_record() else {}),
+            **({"method_statistics": record} if (record := self.method.statistics_record(self.statistics)) else {}),
             **({"dtype": str(self.dtype).removeprefix("torch.")} if self.dtype is not None else {}),
             "lines": {
                 "alpha": self.lines.alpha,  # the resolved value once alpha = "auto" has been computed
@@ -467,6 +476,25 @@ class LinesMerger:
                 "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in self.layer_map.towers],
             },
         }
+
+
+def _check_auto_alpha(alpha: float | str, method: str, num_models: int) -> None:
+    """alpha = "auto" is the paper's rule for multi-task merges; with one model it cancels the schedule.
+
+    (1/N) ||sum tau||_1 / ||tau_MTL||_1 is 1 for one task vector and 1/gamma for WiSE-FT's
+    gamma * tau, so "auto" would silently undo the edit the user asked for.
+    """
+    if alpha == "auto" and method == "wise_ft":
+        raise RecipeError(
+            "alpha = 'auto' with wise_ft resolves to 1/gamma, which undoes gamma: WiSE-FT already fixes the scale; "
+            "give alpha and beta as numbers (alpha 1, beta 0 is plain WiSE-FT), or use task_arithmetic or ties to merge"
+        )
+    if alpha == "auto" and num_models == 1:
+        raise RecipeError(
+            f"alpha = 'auto' (the LiNeS paper's rule for multi-task merges) needs two or more fine-tuned models; "
+            f"with one model and method {method!r} it gives alpha = 1 (1/gamma for wise_ft) and cancels the "
+            "schedule: give alpha and beta as numbers, e.g. alpha 0.2, beta 0.8 (the paper's single-task edit)"
+        )
 
 
 def _check_output_finite(name: str, scale: float, after_norm: float, out: torch.Tensor) -> None:

@@ -10,10 +10,12 @@ Read passes over the inputs, besides the one that writes the output:
 * none for a method without statistics and an explicit alpha;
 * one for auto alpha when tau_MTL is local to a tensor (task arithmetic, mean, soups,
   WiSE-FT, DARE, per-tensor TIES, Consensus over those): both norms in the same pass;
-* one for global TIES (and Consensus over it) with an explicit alpha, two when its
-  thresholds need the refinement pass (see ``methods/kth_magnitude.py``: float32 inputs);
-* global TIES with auto alpha needs one more: ||tau_MTL||_1 depends on every task's
-  threshold at once, and those are known only when the threshold pass has ended.
+* for TIES (and Consensus over it): one for the global thresholds, two when they need the
+  refinement pass (see ``methods/kth_magnitude.py``: float32 inputs), none with per-tensor
+  trim; then one for the whole model's total of elected signs (``zero_sign: model``), which
+  needs the final thresholds;
+* TIES with auto alpha needs one more: ||tau_MTL||_1 depends on every task's threshold and
+  on the sign total, known only when those passes have ended.
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ def run_statistics(
     method: MergeMethod,
     weights: Sequence[float],
     *,
+    stats: Any = None,
     auto_alpha: bool,
     progress: bool = True,
     workers: int | None = None,
@@ -106,6 +109,8 @@ def run_statistics(
     check: Callable[[str, torch.Tensor, list[torch.Tensor]], None] | None = None,
 ) -> AutoAlpha | None:
     """Run the statistics passes ``method`` and auto alpha need; returns the auto-alpha numbers when asked.
+
+    ``stats`` is this run's ``method.new_statistics(...)``: the method's findings go there, never into the method.
 
     ``check(name, base, models)`` refuses non-finite inputs; it runs for the tensors whose
     values the method's fused kernels did not already find finite (``read`` need not check).
@@ -127,13 +132,13 @@ def run_statistics(
             base, models = read(name)
             if not base.is_floating_point():
                 return
-            verified = bool(do_method and method.observe(name, base, models, weights))
+            verified = bool(do_method and method.observe(stats, name, base, models, weights))
             if not verified and check is not None:
                 check(name, base, models)
             if do_sum:
                 sum_norms.add(name, sum_l1_norm(base, models, weights))
             if do_merged:
-                merged_norms.add(name, method.task_vector_l1(name, base, models, weights))
+                merged_norms.add(name, method.task_vector_l1(name, base, models, weights, stats))
 
         what = [w for w, on in ((method.name, do_method), ("auto alpha", do_sum or do_merged)) if on]
         statistics_pass(
@@ -141,7 +146,7 @@ def run_statistics(
             sizes=sizes, costs={n: b * (len(weights) + 2) for n, b in sizes.items()} if sizes else None,
         )
         if do_method:
-            method_pending = bool(method.finish_statistics())
+            method_pending = bool(method.finish_statistics(stats))
         if do_merged:
             merged_pending = False
         first = False

@@ -51,17 +51,24 @@ def ties_thresholds(taus: dict, density: float, trim: str) -> dict:
     return {k: torch.tensor([kth_threshold(v[t].abs(), density) for t in range(n)]).reshape(-1, 1) for k, v in taus.items()}
 
 
-def ties(taus: dict, density: float = 0.2, trim: str = "global", aggregate: str = "mean") -> dict:
-    """TIES tau_MTL per tensor: trim, elect (zero sums take the sign of the tensor's total), disjoint mean/sum."""
+def ties(taus: dict, density: float = 0.2, trim: str = "global", aggregate: str = "mean",
+         zero_sign: str = "model") -> dict:
+    """TIES tau_MTL per tensor: trim, elect, disjoint mean/sum.
+
+    An entry whose trimmed values sum to exactly zero takes the sign of the total of elected
+    signs (the authors' ``resolve_zero_signs(sign, "majority")``): over the whole flattened
+    model, as their code sees one vector (``zero_sign="model"``), or over the tensor.
+    """
     thr = ties_thresholds(taus, density, trim)
+    trimmed = {name: v * (v.abs() >= thr[name]) for name, v in taus.items()}
+    signs = {name: torch.sign(t.sum(0)) for name, t in trimmed.items()}
+    model_majority = torch.sign(sum(s.double().sum() for s in signs.values()))
     out = {}
-    for name, v in taus.items():
-        trimmed = v * (v.abs() >= thr[name])
-        sign = torch.sign(trimmed.sum(0))
-        majority = torch.sign(sign.sum())
-        sign[sign == 0] = majority
-        agree = torch.where(sign > 0, trimmed > 0, trimmed < 0)
-        total = (trimmed.double() * agree).sum(0)
+    for name, t in trimmed.items():
+        sign = signs[name].clone()
+        sign[sign == 0] = model_majority if zero_sign == "model" else torch.sign(sign.sum())
+        agree = torch.where(sign > 0, t > 0, t < 0)  # sign 0 (a zero majority) keeps the negatives
+        total = (t.double() * agree).sum(0)
         out[name] = total if aggregate == "sum" else total / agree.sum(0).clamp(min=1)
     return out
 

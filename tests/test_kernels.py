@@ -1,9 +1,11 @@
-"""The fused CPU kernels against plain float64 references and the torch code they stand in for.
+"""The fused CPU kernels and the torch path against plain float64 references, and against each other.
 
 Tolerances: outputs are compared to the float64 result rounded once to the stored dtype
 and may differ from it by at most 1 ulp (a float32 computation can round the other way
-at a tie-near point); TIES outputs must equal the torch path bit for bit (same float32
-operations in the same order); norms agree with float64 norms to 1e-6 relative.
+at a tie-near point); kernel outputs must equal the torch path bit for bit (same float32
+operations in the same order, see also tests/test_one_arithmetic.py); norms agree with
+float64 norms to 1e-6 relative. Without the compiled kernels (or with HF_LINES_NATIVE=0)
+the torch path's tests still run; only those that call a kernel skip.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import torch
 from hf_lines import kernels
 from hf_lines.engine import check_finite
 from hf_lines.errors import NonFiniteError
+from hf_lines.methods.arithmetic import weighted_sum_edit
 from hf_lines.methods.kth_magnitude import KthMagnitude, magnitude_threshold
 from hf_lines.methods.ties import tensor_thresholds, ties_task_vector
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built (or HF_LINES_NATIVE=0)")
+IMPLS = [pytest.param("kernel", marks=needs_kernels), "torch"]
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -42,14 +46,26 @@ def all_finite_patterns(dtype: torch.dtype) -> torch.Tensor:
     return values[torch.isfinite(values)]
 
 
+def edit(impl, base, models, weights, scale):
+    """The edit by the kernel or by the torch path (``methods.arithmetic``), and the kernel's stats (None for torch)."""
+    if impl == "kernel":
+        fused = kernels.weighted_sum_edit(base, models, weights, scale)
+        assert fused is not None
+        return fused
+    return weighted_sum_edit(base, models, weights, scale), None
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("scale", [0.5, 0.3, 3.0, 1e4])
-def test_loads_and_rounding_match_torch_on_every_pattern(dtype, scale):
-    # base 0, lambda = scale: out = round(scale * load(ft)); any wrong load or rounding shows up here,
-    # on every finite bit pattern (subnormals, overflow to inf, ties to even included)
+@pytest.mark.parametrize("scale", [0.3, 0.5, 3.0, 1e4])
+def test_loads_and_rounding_match_torch_on_every_pattern(impl, dtype, scale):
+    # base 0: out = round(s * ft) for s < 0.5 and round(ft - ft * (1 - s)) above (torch's own
+    # conversions); any wrong load or rounding shows up here, on every finite bit pattern
+    # (subnormals, overflow to inf, ties to even included)
     ft = all_finite_patterns(dtype)
-    out, stats = kernels.weighted_sum_edit(torch.zeros_like(ft), [ft], [1.0], scale)
-    expected = (ft.float() * scale).to(dtype)
+    out, _ = edit(impl, torch.zeros_like(ft), [ft], [1.0], scale)
+    f, s = ft.float(), torch.tensor(scale, dtype=torch.float32)
+    expected = (f * s if scale < 0.5 else f - f * (1 - s)).to(dtype)
     assert torch.equal(out.float(), expected.float())  # by value: 0 + lambda * (-0.0) is +0.0
 
 
@@ -61,24 +77,28 @@ def assert_close_to_reference(out, expected, scale_of_terms):
         assert ulps(out, expected.to(out.dtype)).max() <= 1
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tasks", [1, 4])
-def test_weighted_sum_edit_matches_float64_reference(dtype, tasks):
+@pytest.mark.parametrize("scale", [0.3, 0.7, -0.3, 2.5])
+def test_weighted_sum_edit_matches_float64_reference(impl, dtype, tasks, scale):
     base, models = inputs(dtype, tasks=tasks)
     weights = [1.0, 0.5, -0.3, 1.25][:tasks]
-    scale = 0.7
-    out, stats = kernels.weighted_sum_edit(base, models, weights, scale)
+    out, stats = edit(impl, base, models, weights, scale)
     b64 = base.double()
     tau = sum(w * (m.double() - b64) for w, m in zip(weights, models))
     expected = b64 + scale * tau
-    terms = b64.abs() + scale * sum(abs(w) * (m.double() - b64).abs() for w, m in zip(weights, models))
+    terms = b64.abs() + abs(scale) * sum(abs(w) * (m.double() - b64).abs() for w, m in zip(weights, models))
     assert_close_to_reference(out, expected, terms)
+    if stats is None:
+        return
     before, after = stats.norms
     assert before == pytest.approx(float(tau.norm()), rel=1e-6)
     assert after == pytest.approx(float((out.double() - b64).norm()), rel=1e-6)
     assert stats.finite
 
 
+@needs_kernels
 def test_weighted_sum_edit_writes_into_out_and_refuses_mixed_dtypes():
     base, models = inputs(torch.bfloat16, tasks=2)
     out = torch.empty_like(base)
@@ -90,6 +110,7 @@ def test_weighted_sum_edit_writes_into_out_and_refuses_mixed_dtypes():
     assert kernels.weighted_sum_edit(strided, [m for m in models], [1.0, 1.0], 0.5) is None
 
 
+@needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_inputs_are_reported(dtype, bad):
@@ -103,6 +124,7 @@ def test_non_finite_inputs_are_reported(dtype, bad):
     assert not stats.finite
 
 
+@needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("aggregate", ["mean", "sum"])
 def test_ties_edit_equals_the_torch_path(dtype, aggregate):
@@ -117,6 +139,7 @@ def test_ties_edit_equals_the_torch_path(dtype, aggregate):
     assert stats.norms[0] == pytest.approx(float(tau.double().norm()), rel=1e-6)
 
 
+@needs_kernels
 @pytest.mark.parametrize("negative_total", [False, True])
 def test_ties_cancelled_entries_follow_the_sign_total(negative_total):
     # entries 0..3: values that cancel exactly (+x and -x); the rest sets the tensor's sign total
@@ -132,6 +155,7 @@ def test_ties_cancelled_entries_follow_the_sign_total(negative_total):
     assert stats.norms[0] == pytest.approx(float(tau.norm()), rel=1e-6)
 
 
+@needs_kernels
 @pytest.mark.parametrize("shift", [0.0, 0.3, -0.3])
 def test_ties_many_cancelled_entries_stay_on_the_kernel(shift):
     # bfloat16 task vectors are a few ulps of the weights, so kept values cancel exactly at
@@ -162,6 +186,7 @@ def test_histogram_thresholds_equal_kthvalue(dtype):
             assert fused[t] == magnitude_threshold(tau, density)
 
 
+@needs_kernels
 def test_histograms_equal_torch_bincount():
     base, models = inputs(torch.float32, n=30_000, tasks=2)
     counts, inexact, finite = kernels.ties_histograms(base, models, [1.0, 1.0], 16)
@@ -181,6 +206,7 @@ def test_check_finite_names_the_checkpoint():
         check_finite("w", [Named()], [torch.tensor([1.0, math.nan])])
 
 
+@needs_kernels
 @pytest.mark.parametrize("method, options", [("task_arithmetic", {}), ("ties", {"density": 0.3}),
                                              ("ties", {"density": 0.3, "trim": "tensor"})])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -190,7 +216,8 @@ def test_merger_outputs_and_norms_agree_with_and_without_kernels(family_models, 
     base, fts = family_models("llama", n_models=3, dtype=dtype)
 
     def run():
-        m = LinesMerger.from_pretrained(base, fts, alpha=0.4, beta=0.5, method=method, **options)
+        # weights other than 1: a torch path that fused w * tau into the sum would round differently
+        m = LinesMerger.from_pretrained(base, fts, alpha=0.4, beta=0.5, method=method, weights=[0.9, 0.6, 1.3], **options)
         scales = m._prepare(progress=False)  # noqa: SLF001  (statistics pass for global TIES)
         norms: dict = {}
         return {n: m.tensor(n, scales[n], norms) for n in m.base.checkpoint.names()}, norms
@@ -199,11 +226,9 @@ def test_merger_outputs_and_norms_agree_with_and_without_kernels(family_models, 
     monkeypatch.setattr(kernels, "_LIB", None)
     plain, plain_norms = run()
     for name, t in plain.items():
-        b = fused[name]
-        if t.dtype == torch.float32:
-            assert torch.allclose(b, t, rtol=0, atol=4 * 2**-24 * float(t.abs().max())), name
-        else:
-            assert ulps(b, t).max() <= 1, name
+        # the same bytes: the kernels and the torch path compute one arithmetic
+        assert t.dtype == fused[name].dtype and torch.equal(fused[name].reshape(-1).view(torch.uint8),
+                                                            t.reshape(-1).view(torch.uint8)), name
         # the torch path takes the norm in the stored dtype (bf16 holds 3 digits) and derives ||tau||
         # from the rounded output (||out - base|| / lambda); the kernels sum float32 squares in float64
         rel = 1e-2 if dtype == torch.bfloat16 else 1e-5

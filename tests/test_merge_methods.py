@@ -95,23 +95,25 @@ def test_ties_global_and_per_tensor_differ(family_models):
     assert len(differing) > len(glob) // 2
 
 
+@pytest.mark.parametrize("zero_sign", ["tensor", "model"])
 @pytest.mark.parametrize("dtype, passes", [(torch.float32, 2), (torch.bfloat16, 1)])
-def test_global_threshold_is_exact(dtype, passes, family_models, monkeypatch):
-    """Same threshold, bit for bit, as kthvalue/topk over the flattened model; bf16 needs one pass only."""
+def test_global_threshold_is_exact(dtype, passes, zero_sign, family_models, monkeypatch):
+    """Same threshold, bit for bit, as kthvalue/topk over the flattened model; bf16 needs one pass only
+    (and the model's sign total one more)."""
     import hf_lines.statistics as stats
 
     calls = []
     real = stats.statistics_pass
     monkeypatch.setattr(stats, "statistics_pass", lambda *a, **k: (calls.append(k["desc"]), real(*a, **k)))
     base, fts = family_models("llama", 3, dtype)
-    merger = LinesMerger.from_pretrained(base, fts, method="ties", density=0.2)
+    merger = LinesMerger.from_pretrained(base, fts, method="ties", density=0.2, zero_sign=zero_sign)
     merger.scales()
     merger.state_dict()
-    assert len(calls) == passes
+    assert len(calls) == passes + (zero_sign == "model")
     taus = ref.task_vectors(load_folder(base), [load_folder(f) for f in fts], [1.0] * 3)
     flat = torch.cat([taus[k] for k in sorted(taus)], dim=1).abs()
     d = flat.shape[1]
-    for t, got in enumerate(merger.method.thresholds):
+    for t, got in enumerate(merger.statistics.thresholds):
         assert got == ref.kth_threshold(flat[t], 0.2)
         assert got == float(torch.topk(flat[t], int(d * 0.2) + 1).values[-1])  # (m + 1)-th largest
         assert int((flat[t] >= got).sum()) >= int(d * 0.2) + 1
@@ -295,11 +297,36 @@ def test_inputs_are_never_written(method, family_models):
     b, ms = load_folder(base)[name], [load_folder(f)[name] for f in fts]
     copies = [b.clone()] + [m.clone() for m in ms]
     m = get_method(method)
+    stats = m.new_statistics(4)
     if m.needs_statistics:
-        m.observe(name, b, ms, [1.0] * 4)
-        while m.finish_statistics():
-            m.observe(name, b, ms, [1.0] * 4)
-    m.merge(name, b, ms, [1.0] * 4, 0.7)
-    m.task_vector(name, b, ms, [1.0] * 4)
+        m.observe(stats, name, b, ms, [1.0] * 4)
+        while m.finish_statistics(stats):
+            m.observe(stats, name, b, ms, [1.0] * 4)
+    m.merge(name, b, ms, [1.0] * 4, 0.7, stats=stats)
+    m.task_vector(name, b, ms, [1.0] * 4, stats)
     for before, after in zip(copies, [b] + ms):
         assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("zero_sign", ["model", "tensor"])
+def test_exact_cancellations_follow_the_authors_rule(zero_sign, family_models):
+    """bf16 task vectors cancel exactly at many entries; the authors' code settles them by the sign of the
+    whole flattened model's total of elected signs (zero_sign: model), not each tensor's."""
+    base, fts = family_models("llama", 3, torch.bfloat16)
+    base_sd, ft_sds = load_folder(base), [load_folder(f) for f in fts]
+    taus = ref.task_vectors(base_sd, ft_sds, [1.0] * 3)
+    thr = ref.ties_thresholds(taus, 0.2, "global")
+    trimmed = {n: v * (v.abs() >= thr[n]) for n, v in taus.items()}
+    model_total = sum(int(torch.sign(t.sum(0)).sum()) for t in trimmed.values())
+    # the two rules disagree somewhere: a tensor with cancelling entries whose own total points the other way
+    disagree = [n for n, t in trimmed.items()
+                if bool(((t.sum(0) == 0) & (t != 0).any(0)).any())
+                and (int(torch.sign(t.sum(0)).sum()) > 0) != (model_total > 0)]
+    assert disagree
+    merger = LinesMerger.from_pretrained(base, fts, method="ties", density=0.2, alpha=0.7, beta=0.0,
+                                         zero_sign=zero_sign)
+    got = merger.state_dict()
+    expected = ref.apply(base_sd, ref.ties(taus, zero_sign=zero_sign), merger.layer_map.scales(0.7, 0.0, "paper"))
+    assert_close_dict(got, expected)
+    if zero_sign == "model":
+        assert merger.describe()["method_statistics"]["sign_total"] == model_total

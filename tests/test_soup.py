@@ -176,6 +176,56 @@ def test_one_read_pass_per_group_and_byte_identical_to_merge(llama_bf16, tmp_pat
         (tmp_path / "one" / "lam0.90" / "model.safetensors").read_bytes()
 
 
+def bit_differences(actual: dict, expected: dict) -> dict[str, int]:
+    """Tensor name -> how many of its values differ in their bits, for the tensors that differ."""
+    assert set(actual) == set(expected)
+    out = {}
+    for n, a in actual.items():
+        b = expected[n]
+        assert a.dtype == b.dtype and a.shape == b.shape, n
+        count = int((a.reshape(-1).view(torch.uint8).reshape(a.numel(), -1)
+                     != b.reshape(-1).view(torch.uint8).reshape(b.numel(), -1)).any(1).sum())
+        if count:
+            out[n] = count
+    return out
+
+
+@pytest.mark.parametrize("inputs", ["full", "adapter_policies", "adapter_sft"])
+def test_soup_equals_merge_of_its_recipe(inputs, llama_bf16, lora_set, tmp_path):
+    """Every soup output is the merge its recipe describes, byte for byte, on the kernel or the torch path."""
+    from safetensors.torch import save_file
+
+    from hf_lines import LinesMerger
+
+    lambdas = "0,0.3,0.7,1"
+    if inputs == "full":  # bfloat16 SFT and policies
+        base, fts, *_ = llama_bf16
+        soup = RewardedSoup.from_pretrained(base, fts[:2], alpha=ALPHA, beta=BETA)
+    elif inputs == "adapter_policies":  # float32 SFT, LoRA policies over it, full-model outputs
+        soup = RewardedSoup.from_pretrained(lora_set["base"], [lora_set["p1"], lora_set["p2"]], alpha=ALPHA, beta=BETA)
+    else:  # an SFT adapter on a base, LoRA policies over the merged SFT
+        soup = RewardedSoup.from_pretrained(lora_set["sft"], [lora_set["q1"], lora_set["q2"]], alpha=ALPHA, beta=BETA,
+                                            sft_base=lora_set["base"])
+    index = soup.save_pretrained(tmp_path / "s", lambdas=lambdas, output="model", progress=False, norms=False)
+    if inputs == "adapter_sft":
+        # a merge recipe cannot name base + SFT adapter as its base: the merge runs on theta_SFT as the soup reads it
+        sft_full = tmp_path / "sft-full"
+        sft_full.mkdir()
+        (sft_full / "config.json").write_bytes((lora_set["base"] / "config.json").read_bytes())
+        reader = soup.inputs.sft_checkpoint
+        save_file({n: reader.get(n).contiguous() for n in reader.names()}, sft_full / "model.safetensors")
+    for entry in index.outputs:
+        folder = tmp_path / "s" / entry["name"]
+        if inputs == "adapter_sft":
+            assert not (folder / "hf_lines_recipe.yaml").exists()
+            merger = LinesMerger.from_pretrained(sft_full, [lora_set["q1"], lora_set["q2"]], weights=entry["weights"],
+                                                 alpha=entry["alpha"], beta=entry["beta"])
+        else:
+            merger = LinesMerger.from_recipe(folder / "hf_lines_recipe.yaml")
+        assert bit_differences(load_folder(folder), merger.state_dict()) == {}, entry["name"]
+    assert [o["name"] for o in index.outputs] == ["lam0.00", "lam0.30", "lam0.70", "lam1.00"]
+
+
 def test_three_policies_weight_vectors(llama_bf16, tmp_path):
     base, fts, theta0, thetas = llama_bf16
     soup = RewardedSoup.from_pretrained(base, fts, alpha=0.2, beta=0.8, policy="depth")

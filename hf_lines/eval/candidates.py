@@ -73,7 +73,7 @@ class CandidateModels:
 
     def prepare(self, progress: bool = False) -> None:
         """Run the method's statistics (and auto alpha) once; in memory mode compute tau_MTL once."""
-        self.merger._run_statistics(progress=progress)  # noqa: SLF001  (statistics once, shared by every point)
+        self.merger.compute_statistics(progress=progress)  # once, shared by every point
         if self.mode != "memory" or self._tau is not None or self.via_disk:
             return
         from ..engine import read_inputs
@@ -83,7 +83,7 @@ class CandidateModels:
         for n in self.targets:
             base, models = read_inputs(n, self.base, [p.checkpoint for p in m.models])
             theta0[n] = base
-            tau[n] = m.method.task_vector(n, base, models, m.weights).float().reshape(base.shape)
+            tau[n] = m.method.task_vector(n, base, models, m.weights, m.statistics).float().reshape(base.shape)
         self._theta0, self._tau = theta0, tau
 
     @property

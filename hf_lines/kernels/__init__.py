@@ -4,8 +4,10 @@ One pass over the inputs in their stored dtype does the edit, the norms the card
 and the finiteness check, where the torch reference (``hf_lines.methods``) takes three to
 five passes and float32 round trips. The kernels cover contiguous CPU tensors of float32,
 bfloat16 or float16 (one dtype for every input and the output); each function returns
-``None`` for anything else, and the caller takes the torch path. ``HF_LINES_NATIVE=0``
-turns them off (to compare, or if the extension misbehaves on a new platform).
+``None`` for anything else, and the caller takes the torch path. Both compute the same
+float32 operations in the same order, so where a kernel applies the torch path gives the
+same bytes (tests/test_one_arithmetic.py). ``HF_LINES_NATIVE=0`` turns them off (to
+compare, or if the extension misbehaves on a new platform).
 
 ctypes drops the GIL for each call, so the engine's worker threads run kernels in
 parallel while the main thread writes.
@@ -81,12 +83,16 @@ class KernelStats:
 
 
 def _usable(tensors: Sequence[torch.Tensor]) -> int | None:
-    """The dtype code when every tensor is a contiguous CPU tensor of one supported dtype."""
+    """The dtype code when every tensor is a contiguous, aligned CPU tensor of one supported dtype."""
     dtype = tensors[0].dtype
     if dtype not in _SUPPORTED:
         return None
     for t in tensors:
         if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() or t.shape != tensors[0].shape:
+            return None
+        # C reads float* / uint16_t* that must be aligned (UB otherwise); the reader aligns
+        # what it maps, this catches any other source of a misaligned view
+        if t.data_ptr() % t.element_size():
             return None
     return _DTYPES[dtype]
 
@@ -121,8 +127,11 @@ def weighted_sum_edit(
 ) -> tuple[torch.Tensor, KernelStats] | None:
     """base + scale * sum_t w_t (m_t - base) in one pass, or None where the kernels do not apply.
 
-    One model is ``torch.lerp``'s formula with lambda = scale * w; several accumulate in
-    float32 in task order, as ``methods.arithmetic.weighted_sum_edit``.
+    The bytes of ``methods.arithmetic.weighted_sum_edit`` (same float32 operations, same
+    order, no fused multiply-add). One model, s = float32(scale * w): ``base + s * tau``
+    for s < 0.5, ``ft - tau * (1 - s)`` otherwise (s = 1 gives ft exactly; s = 0 and 1
+    copy the stored bits). Several: acc = 0; acc = acc + w_t * (m_t - base) in task order;
+    ``base + s * acc``.
     """
     if _LIB is None or not models or len(models) > MAX_TASKS:
         return None
@@ -207,11 +216,13 @@ def ties_edit(
     scale: float,
     aggregate: str = "mean",
     out: torch.Tensor | None = None,
+    sign_total: int | None = None,
 ) -> tuple[torch.Tensor, KernelStats] | None:
     """base + scale * TIES(tau_1..tau_N) in one pass (``methods.ties.ties_task_vector``'s rules), or None.
 
-    Entries whose trimmed values cancel exactly are settled by the sign total of the
-    tensor, as the torch path does.
+    Entries whose trimmed values cancel exactly are settled by ``sign_total`` (the whole
+    model's total of elected signs), or by the tensor's own total when it is None, as the
+    torch path does.
     """
     if _LIB is None or not models or len(models) > MAX_TASKS:
         return None
@@ -227,10 +238,34 @@ def ties_edit(
                                   _floats(thresholds), n, float(scale), int(aggregate == "mean"), target.data_ptr(),
                                   st, ctypes.byref(total), amb.data_ptr(), negv.data_ptr(), pos)
     _check(flagged, "ties_merge")
-    if flagged and total.value <= 0:  # entries whose kept values cancel exactly: the negative ones
+    decider = sign_total if sign_total is not None else total.value  # the model's total, else the tensor's
+    if flagged and decider <= 0:  # entries whose kept values cancel exactly: the negative ones
         _check(_LIB.hfl_ties_settle(code, base.data_ptr(), target.data_ptr(), n, float(scale), amb.data_ptr(),
                                     negv.data_ptr(), st), "ties_settle")
     elif flagged:
         st[0] += pos[0]
         st[1] += pos[1]
     return target, KernelStats(st[0], st[1], st[2])
+
+
+def ties_sign_total(
+    base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], thresholds: Sequence[float]
+) -> int | None:
+    """The total of one tensor's TIES elected signs (``methods.ties.ties_sign_total``), or None.
+
+    The merge kernel counts them on its way; its output goes to a scratch buffer here.
+    """
+    if _LIB is None or not models or len(models) > MAX_TASKS:
+        return None
+    code = _usable([base, *models])
+    if code is None:
+        return None
+    n = base.numel()
+    scratch = torch.empty_like(base)
+    st, pos, total = (ctypes.c_double * 3)(), (ctypes.c_double * 2)(), ctypes.c_int64(0)
+    amb = torch.zeros((n + 7) // 8 + 1, dtype=torch.uint8)
+    negv = torch.empty(n + 512, dtype=torch.float32)
+    _check(_LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
+                               _floats(thresholds), n, 1.0, 1, scratch.data_ptr(), st, ctypes.byref(total),
+                               amb.data_ptr(), negv.data_ptr(), pos), "ties_merge")
+    return int(total.value)

@@ -11,24 +11,50 @@
 #define FN1(a, b) FN2(a, b)
 #define FN(a) FN1(a, NAME)
 
-/* out = base + s * (ft - base); tau = ft - base. */
+/* The edit of one model, tau = ft - base, every operation rounded in float32, then once to T:
+ *   s < 0.5:   out = base + s * tau
+ *   s >= 0.5:  out = ft - tau * (1 - s)     (1 - s rounded to float32 first)
+ * Anchoring on the nearer end keeps the rounding error small near both ends; the branch is
+ * on the signed s, so an extrapolation below 0 stays anchored on base. s = 0 and s = 1
+ * copy base and ft as stored: the formula gives their values but turns -0.0 into +0.0.
+ * methods.arithmetic.lines_edit does the same operations in the same order (byte-identical). */
 HOT static void FN(lerp)(const T *b, const T *m, T *o, int64_t n, float s, double *stats) {
     float bb[BLK], mm[BLK], tau[BLK], d[BLK];
     double st0 = 0, st1 = 0;
     float probe = 0.0f;
+    const float u = 1.0f - s;
+    const int copy = s == 0.0f || s == 1.0f, near_base = s < 0.5f;
+    const T *src = s == 0.0f ? b : m;
     for (int64_t start = 0; start < n; start += BLK) {
         const int64_t len = n - start < BLK ? n - start : BLK;
-        const T *bp = b + start, *mp = m + start;
+        const T *bp = b + start, *mp = m + start, *sp = src + start;
         T *op = o + start;
         for (int64_t j = 0; j < len; j++) {
             bb[j] = LOAD(bp[j]);
             mm[j] = LOAD(mp[j]);
         }
-        for (int64_t j = 0; j < len; j++) {
-            tau[j] = mm[j] - bb[j];
-            const T r = STORE(bb[j] + s * tau[j]);
-            op[j] = r;
-            d[j] = LOAD(r) - bb[j];
+        /* s is the same for the whole tensor: one loop per case, each vectorizes */
+        if (copy) {
+            for (int64_t j = 0; j < len; j++) {
+                tau[j] = mm[j] - bb[j];
+                const T r = sp[j];
+                op[j] = r;
+                d[j] = LOAD(r) - bb[j];
+            }
+        } else if (near_base) {
+            for (int64_t j = 0; j < len; j++) {
+                tau[j] = mm[j] - bb[j];
+                const T r = STORE(bb[j] + s * tau[j]);
+                op[j] = r;
+                d[j] = LOAD(r) - bb[j];
+            }
+        } else {
+            for (int64_t j = 0; j < len; j++) {
+                tau[j] = mm[j] - bb[j];
+                const T r = STORE(mm[j] - tau[j] * u);
+                op[j] = r;
+                d[j] = LOAD(r) - bb[j];
+            }
         }
         st0 += sumsq(tau, len);
         st1 += sumsq(d, len);
@@ -39,7 +65,9 @@ HOT static void FN(lerp)(const T *b, const T *m, T *o, int64_t n, float s, doubl
     stats[2] += probe;
 }
 
-/* out = base + s * sum_t w_t (m_t - base), accumulated in float32 in task order. */
+/* Several models: acc = 0; for t in task order: acc = acc + w_t * (m_t - base); out = base + s * acc,
+ * every operation rounded in float32 (no fused multiply-add), then once to T.
+ * methods.arithmetic.weighted_sum_edit does the same operations in the same order (byte-identical). */
 HOT static void FN(wsum)(const T *b, const T *const *m, const float *w, int nt, T *o, int64_t n, float s,
                          double *stats) {
     float bb[BLK], acc[BLK], mt[BLK], d[BLK];
@@ -158,9 +186,11 @@ HOT static void FN(ties_hist_low)(const T *b, const T *m, float w, int64_t n, in
 }
 
 /* TIES: trim |tau_t| < thr_t, elect the sign of the sum, mean (or sum) of the agreeing values;
- * out = base + s * merged. One sweep over the tasks keeps, per entry, the sum of the kept values
- * and the sum and count of the positive and of the negative ones, each in task order (the torch
- * path's order, so the results are bit-identical). Entries whose kept values cancel exactly
+ * out = base + s * merged, tau_t = (m_t - base) * w_t. One sweep over the tasks keeps, per entry,
+ * the sum of the kept values and the sum and count of the positive and of the negative ones,
+ * each accumulated from 0 in task order; mean = sum / max(count, 1). methods.ties sums in the
+ * same order (never torch.sum over the task dimension, whose order depends on N), so the
+ * results are byte-identical for any number of tasks. Entries whose kept values cancel exactly
  * (sum 0, some value kept) get the positive merge here, a bit in `amb` ((n + 7) / 8 bytes, zeroed)
  * and their negative merge in negv[k] (k-th flagged entry; room for n + BLK floats, touched only
  * as used); ties_settle applies those when the tensor's sign total is not positive. Norms of the

@@ -4,10 +4,13 @@
  * arithmetic in float32 block by block, rounds once to the output dtype, and measures on
  * the way what the engine would otherwise need extra passes for: ||tau_MTL||^2,
  * ||out - base||^2 and whether every input value is finite. The torch code in
- * hf_lines/methods is the reference these kernels are tested against.
+ * hf_lines/methods computes the same float32 operations in the same order (see each kernel's
+ * comment for its formula), so the outputs are byte-identical to it
+ * (tests/test_one_arithmetic.py).
  *
  * Determinism: -ffp-contract=off (no FMA contraction) and fixed 16-lane partial sums, so
- * every ISA clone gives the same bytes.
+ * every ISA clone gives the same bytes. The torch side must avoid FMA on its own: ATen's
+ * vectorized add/sub with alpha != 1, addcmul and lerp use fused multiply-add.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

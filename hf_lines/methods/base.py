@@ -51,31 +51,43 @@ class MergeMethod:
     def check_inputs(self, num_models: int) -> None:
         """Refuse a number of fine-tuned models the options do not fit (raise ValueError)."""
 
-    def observe(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> bool | None:
+    def new_statistics(self, num_models: int) -> Any:
+        """Fresh whole-model statistics for one run (None when the method needs none).
+
+        A method object is a configuration: it holds no state of its own, so one object can
+        serve any number of merges, one after the other or at once in threads. Everything a
+        run learns about its models (TIES' global thresholds, ...) lives in the object this
+        returns, which the run owns and hands back to ``observe``, ``finish_statistics``,
+        ``task_vector``, ``merge`` and ``fused_merge``.
+        """
+        return None
+
+    def observe(self, stats: Any, name: str, base: torch.Tensor, models: Sequence[torch.Tensor],
+                weights: Sequence[float]) -> bool | None:
         """Statistics pass: called once per floating tensor before any output is written.
 
-        Calls may come from several threads at once: accumulate under a lock, in a way
-        whose result does not depend on the order of the tensors. Return True when every
-        input value was seen and found finite (a fused kernel's check), so the caller
+        Calls may come from several threads at once: accumulate into ``stats`` under a lock,
+        in a way whose result does not depend on the order of the tensors. Return True when
+        every input value was seen and found finite (a fused kernel's check), so the caller
         need not check them again.
         """
 
-    def finish_statistics(self) -> bool | None:
+    def finish_statistics(self, stats: Any) -> bool | None:
         """Called after each statistics pass; return True to ask for one more pass over the same tensors."""
 
     def task_vector(
-        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], stats: Any = None
     ) -> torch.Tensor:
-        """tau_MTL for one tensor: a new float32 tensor that the caller may modify."""
+        """tau_MTL for one tensor: a new float32 tensor that the caller may modify (``stats``: the run's, if any)."""
         raise NotImplementedError
 
     def task_vector_l1(
-        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], stats: Any = None
     ) -> float:
         """||tau_MTL||_1 of one tensor in float64, for auto alpha (methods may compute it without a full-size tau)."""
         from ..statistics import l1_norm
 
-        return l1_norm(self.task_vector(name, base, models, weights))
+        return l1_norm(self.task_vector(name, base, models, weights, stats))
 
     def merge(
         self,
@@ -85,12 +97,13 @@ class MergeMethod:
         weights: Sequence[float],
         scale: float,
         out: torch.Tensor | None = None,
+        stats: Any = None,
     ) -> torch.Tensor:
         """theta_0 + scale * tau_MTL in base's dtype, written into ``out`` (shaped like base) when given."""
         if not base.is_floating_point():
             return base.clone()
         # task_vector hands over a fresh float32 tensor: reuse it for the sum (no second full-size temporary)
-        edited = self.task_vector(name, base, models, weights).mul_(float(scale)).add_(base)
+        edited = self.task_vector(name, base, models, weights, stats).mul_(float(scale)).add_(base)
         return edited.to(base.dtype) if out is None else out.copy_(edited)
 
     def fused_merge(
@@ -101,6 +114,7 @@ class MergeMethod:
         weights: Sequence[float],
         scale: float,
         out: torch.Tensor | None = None,
+        stats: Any = None,
     ) -> "tuple[torch.Tensor, KernelStats] | None":
         """``merge`` in one pass by the fused CPU kernels (``hf_lines.kernels``), with the norms and
         finiteness they measured on the way; None where they do not apply (the caller then uses ``merge``).
@@ -111,8 +125,8 @@ class MergeMethod:
         """Memory ``merge`` needs besides its inputs and output: the float32 tau_MTL by default."""
         return 4 * numel
 
-    def statistics_record(self) -> dict[str, Any]:
-        """Whole-model numbers the statistics pass found (e.g. TIES' global thresholds), for the saved record."""
+    def statistics_record(self, stats: Any) -> dict[str, Any]:
+        """Whole-model numbers a run's statistics pass found (e.g. TIES' global thresholds), for the saved record."""
         return {}
 
     def describe(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .task_vectors import iter_task_vectors
 
 BASES = ("task_arithmetic", "ties")
 _BASE_ALIASES = {"sum": "task_arithmetic", "ta": "task_arithmetic"}
-_TIES_ONLY = ("density", "trim", "aggregate")
+_TIES_ONLY = ("density", "trim", "aggregate", "zero_sign")
 
 
 def tall_masks(taus: torch.Tensor, merged: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -60,14 +60,14 @@ class Consensus(MergeMethod):
         k: minimum number of tasks whose TALL mask marks an entry (default 2).
         lam: TALL-mask lambda, one number or one per model (default 0.4).
         base_method: "task_arithmetic" (default) or "ties": how tau_MTL is built.
-        density, trim, aggregate: TIES options when base_method is "ties" (aggregate defaults to
+        density, trim, aggregate, zero_sign: TIES options when base_method is "ties" (aggregate defaults to
             "sum" there, as the authors' code).
         dare: ``{drop_rate, seed}`` to DARE each task vector first (default: off).
     """
 
     name = "consensus"
     aliases = ("tall_masks", "consensus_merging")
-    option_names = ("k", "lam", "base_method", "density", "trim", "aggregate", "dare")
+    option_names = ("k", "lam", "base_method", "density", "trim", "aggregate", "zero_sign", "dare")
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -100,19 +100,23 @@ class Consensus(MergeMethod):
     def needs_statistics(self) -> bool:  # type: ignore[override]
         return self.inner.needs_statistics
 
-    def observe(self, name, base, models, weights) -> bool | None:
-        return self.inner.observe(name, base, models, weights)
+    def new_statistics(self, num_models: int) -> Any:
+        return self.inner.new_statistics(num_models)
 
-    def finish_statistics(self) -> bool | None:
-        return self.inner.finish_statistics()
+    def observe(self, stats, name, base, models, weights) -> bool | None:
+        return self.inner.observe(stats, name, base, models, weights)
+
+    def finish_statistics(self, stats) -> bool | None:
+        return self.inner.finish_statistics(stats)
 
     def _lambdas(self, n: int) -> torch.Tensor:
         self.check_inputs(n)
         lams = self.lam if isinstance(self.lam, list) else [self.lam] * n
         return torch.tensor(lams, dtype=torch.float32).reshape(-1, 1)
 
-    def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        merged = self.inner.task_vector(name, base, models, weights).reshape(-1)
+    def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float],
+                    stats: Any = None) -> torch.Tensor:
+        merged = self.inner.task_vector(name, base, models, weights, stats).reshape(-1)
         lam = self._lambdas(len(models))
         dare = getattr(self.inner, "dare", None)
         for start, stop, taus in iter_task_vectors(name, base, models, weights, dare):
@@ -120,5 +124,5 @@ class Consensus(MergeMethod):
             part.mul_(consensus_mask(tall_masks(taus, part, lam), self.k))
         return merged.view(base.shape)
 
-    def statistics_record(self) -> dict[str, Any]:
-        return self.inner.statistics_record()
+    def statistics_record(self, stats: Any) -> dict[str, Any]:
+        return self.inner.statistics_record(stats)

@@ -56,14 +56,15 @@ class TaskArithmetic(MergeMethod):
     def _weights(self, weights: Sequence[float]) -> list[float]:
         return list(weights)
 
-    def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float],
+                    stats: Any = None) -> torch.Tensor:
         if self.dare is not None:
             return dare_task_vector_sum(name, base, models, self._weights(weights), self.dare)
         return task_vector_sum(base, models, self._weights(weights))
 
-    def task_vector_l1(self, name, base, models, weights) -> float:
+    def task_vector_l1(self, name, base, models, weights, stats=None) -> float:
         if self.dare is not None:
-            return super().task_vector_l1(name, base, models, weights)
+            return super().task_vector_l1(name, base, models, weights, stats)
         from ..statistics import sum_l1_norm
 
         return sum_l1_norm(base, models, self._weights(weights))  # slice by slice, no full-size tau
@@ -72,14 +73,14 @@ class TaskArithmetic(MergeMethod):
         # the fused path accumulates in float32 slices of BLOCK entries
         return super().working_bytes(numel) if self.dare is not None else 8 * min(numel, BLOCK)
 
-    def fused_merge(self, name, base, models, weights, scale, out=None):
+    def fused_merge(self, name, base, models, weights, scale, out=None, stats=None):
         if self.dare is not None:
             return None
         return kernels.weighted_sum_edit(base, models, self._weights(weights), scale, out=out)
 
-    def merge(self, name, base, models, weights, scale, out=None):
+    def merge(self, name, base, models, weights, scale, out=None, stats=None):
         if self.dare is not None:
-            return super().merge(name, base, models, weights, scale, out=out)
+            return super().merge(name, base, models, weights, scale, out=out, stats=stats)
         # fused path: no float32 tau is materialised
         return weighted_sum_edit(base, models, self._weights(weights), scale, out=out)
 

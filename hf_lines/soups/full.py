@@ -1,10 +1,12 @@
 """Full-model outputs of a sweep, several per read pass over the inputs.
 
 Output k, tensor n: theta_SFT + lambda_k(n) * sum_i w_ki (theta_i - theta_SFT), computed
-by ``weighted_sum_edit`` (float32 accurate, block by block) and stored in the SFT's dtype,
-the same kernel as ``LinesMerger`` with task arithmetic, so a soup output and the merge
-its recipe describes are the same bytes. The per-tensor Gram matrix of the task vectors,
-computed once per tensor, gives every output's ||sum_i w_i tau_i|| for its model card.
+as ``LinesMerger`` computes task arithmetic: the fused kernel ``kernels.weighted_sum_edit``
+where it applies, else ``methods.arithmetic.weighted_sum_edit`` (the same float32
+operations in the same order), stored in the SFT's dtype. So a soup output and the merge
+its recipe describes are the same bytes (tests/test_soup.py::test_soup_equals_merge_of_its_recipe).
+The per-tensor Gram matrix of the task vectors, computed once per tensor, gives every
+output's ||sum_i w_i tau_i|| for its model card.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from .. import kernels
 from ..engine import default_workers
 from ..methods.arithmetic import weighted_sum_edit
 from ..multi_stream import stream_many
@@ -51,7 +54,9 @@ def soup_tensor(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Seq
     """base + scale * sum_i w_i (models[i] - base), stored in ``dtype`` (non-floating tensors: base)."""
     if not base.is_floating_point():
         return base.clone()
-    out = weighted_sum_edit(base, models, weights, scale, block=SOUP_BLOCK)
+    # the dispatch of TaskArithmetic.fused_merge / merge, so the bytes are those of `hf-lines merge`
+    fused = kernels.weighted_sum_edit(base, models, weights, scale)
+    out = fused[0] if fused is not None else weighted_sum_edit(base, models, weights, scale, block=SOUP_BLOCK)
     return out if out.dtype == dtype else out.to(dtype)
 
 

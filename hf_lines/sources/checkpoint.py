@@ -62,8 +62,15 @@ def _map_tensor(path: Path, offset: int, info: TensorInfo) -> torch.Tensor:
         mapped = mmap.mmap(fd, offset - start + info.nbytes, access=mmap.ACCESS_COPY, offset=start)
     finally:
         os.close(fd)
-    # the tensor holds the mapping; it is unmapped when the last view of the tensor goes
-    return torch.frombuffer(mapped, dtype=info.dtype, count=info.numel, offset=offset - start).view(info.shape)
+    at = offset - start  # the mapping is page-aligned, so the data pointer has the phase of ``at``
+    if at % info.dtype.itemsize == 0:
+        # the tensor holds the mapping; it is unmapped when the last view of the tensor goes
+        return torch.frombuffer(mapped, dtype=info.dtype, count=info.numel, offset=at).view(info.shape)
+    # A file from a writer that does not align its tensors (safetensors and ours do): typed
+    # code (the kernels, BLAS) may assume aligned elements, so copy the bytes into fresh,
+    # aligned memory. As bytes: no code reads a misaligned element, not even the copy.
+    raw = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=at)
+    return raw.clone().view(info.dtype).view(info.shape)
 
 
 @dataclass(frozen=True)
