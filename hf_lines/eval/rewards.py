@@ -308,8 +308,6 @@ class RewardTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def means(self, variant: str | None = None) -> list[list[float]]:
-        return [[r["mean"][c] for c in self.columns] for r in self.rows if variant is None or r["variant"] == variant]
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(r["variant"] for r in self.rows))
@@ -337,10 +335,6 @@ class RewardTable:
         path = Path(path)
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "RewardTable":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

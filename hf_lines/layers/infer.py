@@ -103,12 +103,6 @@ def _ranks(prefix: str) -> list[float]:
     return ranks
 
 
-def stack_rank(prefix: str) -> float:
-    """Place of a stack in the chain: the smallest rank among the components of its prefix."""
-    ranks = _ranks(prefix)
-    return min(ranks) if ranks else DEFAULT_STACK_RANK
-
-
 def _chain_key(prefix: str) -> tuple:
     """Chain order: by rank; among equal ranks, a stack nested in a later-ranked module
     (Mask2Former's pixel decoder encoder, after the Swin encoder) comes later."""

@@ -134,16 +134,6 @@ def task_vector_sum(
     return acc
 
 
-def add_scaled(base: torch.Tensor, tau: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """base + s * tau in base's dtype (s = float32(scale), product then sum), into ``out`` when given; tau in float32."""
-    if not base.is_floating_point():
-        return base.clone()
-    # tau * s allocates (tau stays the caller's); add_ promotes a half-precision base to float32
-    # exactly; torch.add(base, tau, alpha=s) would fuse the two roundings into one
-    result = torch.mul(tau, f32(scale)).add_(base).to(base.dtype)
-    return result if out is None else out.copy_(result)
-
-
 def is_finite(t: torch.Tensor) -> bool:
     """True when no element is NaN or infinite (a sum carries any NaN/inf, and costs ~1/20 of isfinite)."""
     if not t.is_floating_point() or t.numel() == 0:

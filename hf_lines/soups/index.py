@@ -41,8 +41,6 @@ class SoupIndex:
         names = {o["name"] for o in outputs}
         self.outputs = [o for o in self.outputs if o["name"] not in names] + list(outputs)
 
-    def path_of(self, entry: dict[str, Any]) -> Path:
-        return self.folder / entry["name"]
 
     def save(self) -> Path:
         """Write ``soup.json`` atomically."""

@@ -9,7 +9,6 @@ from ..layers import LayerMap
 from ..merger import LinesConfig
 from .weights import lambda_of, output_name
 
-VARIANTS = ("lines", "plain")
 PLAIN_PREFIX = "plain-"  # the baseline sweep's folders when a LiNeS sweep is the main one
 PLAIN = LinesConfig(1.0, 0.0)
 

@@ -234,9 +234,6 @@ class Checkpoint:
     def config(self) -> dict[str, Any]:
         return read_config(self.path)
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(i.nbytes for i in self._infos.values())
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.label!r}, {len(self._infos)} tensors)"
