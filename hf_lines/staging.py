@@ -346,17 +346,16 @@ def staged_output(
             raise OutputExistsError(f"{out} already exists; choose another output folder or pass --overwrite")
         stage = out.parent / f".{out.name}.{STAGE_TAG}-{os.getpid()}-{secrets.token_hex(3)}"
         try:
-            os.mkdir(stage, 0o777)  # the umask decides, as for any folder the user makes
-        except OSError as e:
-            raise _cannot_write(stage, e) from e
-        try:
+            try:
+                os.mkdir(stage, 0o777)  # the umask decides, as for any folder the user makes
+            except OSError as e:
+                raise _cannot_write(stage, e) from e
             yield stage
             with _signals_deferred():
                 _place(stage, out, overwrite)
         except BaseException:
             _remove(stage)
             raise
-
 
 
 def input_paths(*checkpoints: object) -> list[Path]:

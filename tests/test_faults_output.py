@@ -297,3 +297,25 @@ def test_a_killed_run_then_a_rerun_leave_one_complete_output(sig, big_pair, tmp_
     assert rerun.returncode in (0, 2) and "Traceback" not in rerun.stderr
     assert _weights_digest(out) == reference
     assert _leftovers(tmp_path, "out") == []
+
+
+def test_console_entry_turns_a_late_sigterm_into_exit_130(monkeypatch, capsys):
+    """The console entry keeps its SIGTERM handler to the very exit: a signal just after main() returned must
+    give exit 130 and one line, not death by signal or a traceback."""
+    from hf_lines import cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+
+    def main_then_signal():
+        assert signal.getsignal(signal.SIGTERM) is cli._terminated
+        signal.raise_signal(signal.SIGTERM)  # arrives as main() returns
+        return 0
+
+    monkeypatch.setattr(cli, "main", main_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cli.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exits == [130] and "interrupted" in capsys.readouterr().err

@@ -38,9 +38,12 @@ def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+INTERRUPTED = "hf-lines: interrupted; no output was left half-written"
+
+
 def main(argv: list[str] | None = None) -> int:
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is not _terminated:
         previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _main(argv)
@@ -63,7 +66,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"hf-lines: error: {scrub(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hf-lines: interrupted; no output was left half-written", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
 
 
@@ -74,12 +77,18 @@ def run() -> None:
     an interpreter that has loaded torch then takes another 0.5 to 1 s, a fifth of a 1.1B
     edit on two cores, for nothing.
     """
+    # Installed here and kept to the end: a SIGTERM between main's return and the exit must not
+    # fall back to the default action (killed by a signal, though the output is complete).
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         rc = main()
     except SystemExit as e:  # argparse's --help and usage errors
         rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:  # a signal just after main finished
+        print(INTERRUPTED, file=sys.stderr)
+        rc = 130
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
