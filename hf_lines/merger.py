@@ -413,8 +413,7 @@ class LinesMerger:
 
     def input_paths(self, *extra: str | Path | None) -> list[Path]:
         """Every folder and file this merge reads: an output may not be, hold or lie inside any of them."""
-        paths = input_paths(self.base.checkpoint, *[m.checkpoint for m in self.models])
-        return paths + [Path(p) for p in extra if p is not None]
+        return input_paths(self.base.checkpoint, *[m.checkpoint for m in self.models], *extra)
 
     def _finish_save(self, out: Path, repo_id: str | None, push_options: dict[str, Any]) -> Path:
         self.saved_to = out

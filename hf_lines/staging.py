@@ -255,10 +255,8 @@ def clean(out: str | os.PathLike) -> list[str]:
     with OutputLock(out):
         done += tidy(out)
     if out.is_dir() and not out.is_symlink():
-        names = {p.name.split(f".{STAGE_TAG}-")[0][1:] for p in out.iterdir()
-                 if p.name.startswith(".") and f".{STAGE_TAG}-" in p.name}
-        names |= {p.name.split(f".{OLD_TAG}-")[0][1:] for p in out.iterdir()
-                  if p.name.startswith(".") and f".{OLD_TAG}-" in p.name}
+        names = {p.name[1:].split(f".{tag}-")[0] for p in out.iterdir() for tag in (STAGE_TAG, OLD_TAG)
+                 if p.name.startswith(".") and f".{tag}-" in p.name}
         for name in sorted(names):
             with OutputLock(out / name):
                 done += tidy(out / name)
@@ -266,17 +264,13 @@ def clean(out: str | os.PathLike) -> list[str]:
 
 
 # ------------------------------------------------------------------ inputs
-def _within(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
-
-
 def check_not_input(out: Path, inputs: Iterable[str | os.PathLike]) -> None:
     """Refuse an ``out`` that is, holds or lies inside an input (real paths: symlinks are followed)."""
-    real_out = os.path.realpath(out)
+    real_out = Path(os.path.realpath(out))
     for inp in inputs:
-        real_in = os.path.realpath(inp)
-        if _within(real_out, real_in) or _within(real_in, real_out):
-            how = ("is" if real_out == real_in else "lies inside" if _within(real_out, real_in) else "holds")
+        real_in = Path(os.path.realpath(inp))
+        if real_out.is_relative_to(real_in) or real_in.is_relative_to(real_out):
+            how = "is" if real_out == real_in else "lies inside" if real_out.is_relative_to(real_in) else "holds"
             raise UnsafeOutputError(
                 f"the output folder {out} {how} the input {inp}"
                 + (f" (real path {real_in})" if str(real_in) != str(inp) else "")
@@ -358,12 +352,16 @@ def staged_output(
             raise
 
 
-def input_paths(*checkpoints: object) -> list[Path]:
-    """Every folder and weight file the given checkpoints read (an adapter's base model too)."""
+def input_paths(*inputs: object) -> list[Path]:
+    """Every folder and weight file the given checkpoints read (an adapter's base model too); paths
+    given as such (a card template) count as they are, None is skipped."""
     paths: set[Path] = set()
-    stack, seen = [c for c in checkpoints if c is not None], set()
+    stack, seen = [c for c in inputs if c is not None], set()
     while stack:
         ckpt = stack.pop()
+        if isinstance(ckpt, (str, os.PathLike)):
+            paths.add(Path(ckpt))
+            continue
         if id(ckpt) in seen:
             continue
         seen.add(id(ckpt))

@@ -11,7 +11,7 @@ import torch
 from ..errors import AdapterError, OptionError, writing
 from ..options import check_output_free, finite_number
 from ..output import copy_support_files
-from ..staging import staged_output
+from ..staging import input_paths, staged_output
 from ..sources import resolve
 from .checkpoint import AdapterCheckpoint
 from .config import ADAPTER_CONFIG
@@ -265,7 +265,7 @@ def scale_adapter(
     card = _card_options(base_reader, opened, save_directory, card_template, card_data, None)
     _check_template(card_template, record, card)  # before the adapters' tensors are read
     tensors, config = scaled_adapter(opened, coefs, scales, base_reader)
-    inputs = [base_reader.path, *(a.path for a in opened)] + ([card_template] if card_template else [])
+    inputs = input_paths(base_reader.path, *(a.path for a in opened), card_template)
     return write_adapter(save_directory, tensors, config, support_from=opened[0].path, record=record,
                          overwrite=overwrite, keep_config=len(opened) == 1, card=card, inputs=inputs)
 

@@ -208,6 +208,20 @@ def ties_low_histogram(
     return low
 
 
+def _ties_merge(code: int, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float],
+                thresholds: Sequence[float], scale: float, mean: bool, target: torch.Tensor):
+    """One ``hfl_ties_merge`` call: (flagged, stats, flagged entries' positive-merge stats, sign total, amb, negv)."""
+    n = base.numel()
+    st, pos, total = (ctypes.c_double * 3)(), (ctypes.c_double * 2)(), ctypes.c_int64(0)
+    amb = torch.zeros((n + 7) // 8 + 1, dtype=torch.uint8)
+    negv = torch.empty(n + 512, dtype=torch.float32)  # pages are touched only as entries are flagged
+    flagged = _LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
+                                  _floats(thresholds), n, float(scale), int(mean), target.data_ptr(),
+                                  st, ctypes.byref(total), amb.data_ptr(), negv.data_ptr(), pos)
+    _check(flagged, "ties_merge")
+    return flagged, st, pos, total.value, amb, negv
+
+
 def ties_edit(
     base: torch.Tensor,
     models: Sequence[torch.Tensor],
@@ -230,18 +244,12 @@ def ties_edit(
     target = _output(base, out) if code is not None else None
     if target is None:
         return None
-    n = base.numel()
-    st, pos, total = (ctypes.c_double * 3)(), (ctypes.c_double * 2)(), ctypes.c_int64(0)
-    amb = torch.zeros((n + 7) // 8 + 1, dtype=torch.uint8)
-    negv = torch.empty(n + 512, dtype=torch.float32)  # pages are touched only as entries are flagged
-    flagged = _LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
-                                  _floats(thresholds), n, float(scale), int(aggregate == "mean"), target.data_ptr(),
-                                  st, ctypes.byref(total), amb.data_ptr(), negv.data_ptr(), pos)
-    _check(flagged, "ties_merge")
-    decider = sign_total if sign_total is not None else total.value  # the model's total, else the tensor's
+    flagged, st, pos, total, amb, negv = _ties_merge(code, base, models, weights, thresholds, scale,
+                                                     aggregate == "mean", target)
+    decider = sign_total if sign_total is not None else total  # the model's total, else the tensor's
     if flagged and decider <= 0:  # entries whose kept values cancel exactly: the negative ones
-        _check(_LIB.hfl_ties_settle(code, base.data_ptr(), target.data_ptr(), n, float(scale), amb.data_ptr(),
-                                    negv.data_ptr(), st), "ties_settle")
+        _check(_LIB.hfl_ties_settle(code, base.data_ptr(), target.data_ptr(), base.numel(), float(scale),
+                                    amb.data_ptr(), negv.data_ptr(), st), "ties_settle")
     elif flagged:
         st[0] += pos[0]
         st[1] += pos[1]
@@ -260,12 +268,4 @@ def ties_sign_total(
     code = _usable([base, *models])
     if code is None:
         return None
-    n = base.numel()
-    scratch = torch.empty_like(base)
-    st, pos, total = (ctypes.c_double * 3)(), (ctypes.c_double * 2)(), ctypes.c_int64(0)
-    amb = torch.zeros((n + 7) // 8 + 1, dtype=torch.uint8)
-    negv = torch.empty(n + 512, dtype=torch.float32)
-    _check(_LIB.hfl_ties_merge(code, base.data_ptr(), _ptrs(models), _floats(weights), len(models),
-                               _floats(thresholds), n, 1.0, 1, scratch.data_ptr(), st, ctypes.byref(total),
-                               amb.data_ptr(), negv.data_ptr(), pos), "ties_merge")
-    return int(total.value)
+    return int(_ties_merge(code, base, models, weights, thresholds, 1.0, True, torch.empty_like(base))[3])

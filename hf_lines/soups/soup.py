@@ -217,9 +217,8 @@ class RewardedSoup:
     def input_paths(self, *extra: str | Path | None) -> list[Path]:
         """Every folder and file the sweep reads: no output may be, hold or lie inside one of them."""
         inputs = self.inputs
-        paths = input_paths(inputs.sft.checkpoint, inputs.base.checkpoint if inputs.base else None,
-                            *(p.checkpoint for p in inputs.policies))
-        return paths + [Path(p) for p in extra if p is not None]
+        return input_paths(inputs.sft.checkpoint, inputs.base.checkpoint if inputs.base else None,
+                           *(p.checkpoint for p in inputs.policies), *extra)
 
     def _save(self, outdir: Path, outs: list[SoupOutput], fmt: str, max_shard_size: int | str, inputs: list[Path], *,
               overwrite: bool, workers: int | None, progress: bool, passes: Passes, keep: bool,
