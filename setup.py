@@ -8,9 +8,9 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "hf_lines.kernels._native",
-            sources=["hf_lines/kernels/_native.c"],
-            depends=["hf_lines/kernels/_kernels_impl.h"],
+            "hf_lines.core.kernels._native",
+            sources=["hf_lines/core/kernels/_native.c"],
+            depends=["hf_lines/core/kernels/_kernels_impl.h"],
             # no FMA contraction: every ISA clone rounds alike, so outputs are byte-identical across machines
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-std=c11"],
             optional=True,

@@ -88,7 +88,7 @@ TIMED = textwrap.dedent(r"""
     import json, resource, sys, time
     t0 = time.perf_counter()
     import torch, peft, hf_lines
-    from hf_lines.sources.checkpoint import Checkpoint
+    from hf_lines.io.checkpoint import Checkpoint
     t1 = time.perf_counter()
 
     def refuse(self, name):

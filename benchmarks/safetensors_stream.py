@@ -19,7 +19,7 @@ from safetensors import safe_open
 # torch is imported lazily: the pread I/O floor must not pay for importing it. For the same
 # reason hf_lines' FileSink (stdlib only) is loaded from its file, not through hf_lines/__init__.
 _spec = importlib.util.spec_from_file_location(
-    "hf_lines_file_sink", Path(__file__).resolve().parent.parent / "hf_lines" / "file_sink.py")
+    "hf_lines_file_sink", Path(__file__).resolve().parent.parent / "hf_lines" / "io" / "file_sink.py")
 file_sink = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(file_sink)
 CODE_SIZES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}

@@ -90,7 +90,7 @@ def child(spec: dict) -> dict:
     checks: list[dict] = []
     check_s = 0.0
     if spec["case"] == "lora":
-        from hf_lines.sources.checkpoint import Checkpoint
+        from hf_lines.io.checkpoint import Checkpoint
 
         def refuse(self, name):
             raise AssertionError(f"an adapter output read the base tensor {name}")
@@ -137,7 +137,7 @@ def spot_check(soup, entry: dict, rows: int = 16) -> dict:
     """Largest error of the first rows of a few output tensors against the float64 formula, in bf16 rounding steps
     at the operands' scale."""
     import torch
-    from hf_lines.sources import Checkpoint
+    from hf_lines.io import Checkpoint
 
     out = Checkpoint(entry["path"])
     last = soup.layer_map.num_blocks - 1
@@ -182,9 +182,9 @@ def floor(soup, outs, spec: dict, groups) -> None:
     """The I/O floor: same reads, writers and passes, no arithmetic (each output tensor is the SFT tensor)."""
     import contextlib
 
-    from hf_lines.multi_stream import stream_many
-    from hf_lines.output import staged_folder
-    from hf_lines.writer import ShardedWriter
+    from hf_lines.pipeline.multi_stream import stream_many
+    from hf_lines.io.support_files import staged_folder
+    from hf_lines.io.writer import ShardedWriter
 
     infos = soup.inputs.infos()
     out = Path(spec["out"])
@@ -223,7 +223,7 @@ def bench_lora(args) -> dict:
     runs = [run_child(spec) for _ in range(args.repeat)]
     out_bytes = sum(f.stat().st_size for f in (work / "soup").rglob("*.safetensors"))
     best = min(runs, key=lambda r: r["run_s"])
-    from hf_lines.layers import LayerMap
+    from hf_lines.core.layers import LayerMap
     from hf_lines.soups import SoupIndex
 
     index = SoupIndex.load(work / "soup")

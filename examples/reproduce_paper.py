@@ -1,6 +1,6 @@
 """Reproduce the LiNeS paper's two claims offline, on CPU, in minutes, with hf-lines' own sweep.
 
-    python examples/reproduce_paper.py --out examples/results            # the README's run (~5-10 min, 2 CPU cores)
+    python examples/reproduce_paper.py --out examples/results            # the run of docs/evidence.md (~5-10 min, 2 CPU cores)
     python examples/reproduce_paper.py --out /tmp/lines-quick --quick     # the same pipeline, tiny (< 1 min)
 
 The benchmark (``hf_lines.eval.synthetic``): a 6-block GPT-2-style classifier pre-trained

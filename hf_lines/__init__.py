@@ -1,16 +1,12 @@
 """hf-lines: LiNeS (Layer-increasing Network Scaling) for Hugging Face checkpoints."""
-from importlib.metadata import PackageNotFoundError, version
+from hf_lines.version import __version__
 
-try:
-    __version__ = version("hf-lines")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+local"
-
-from .layers import LayerMap
-from .merger import LinesConfig, LinesMerger
-from .recipe import Recipe
-from .schedule import block_scale, block_scales, single_task
-from .adapters import scale_adapter  # noqa: E402  (LiNeS on PEFT LoRA adapters, adapter out)
-from .soups import RewardedSoup  # noqa: E402  (rewarded soups with LiNeS)
+from hf_lines.core.layers import LayerMap
+from hf_lines.core.lines import LinesConfig
+from hf_lines.pipeline.merger import LinesMerger
+from hf_lines.pipeline.recipe import Recipe
+from hf_lines.core.schedule import block_scale, block_scales, single_task
+from hf_lines.adapters import scale_adapter  # noqa: E402  (LiNeS on PEFT LoRA adapters, adapter out)
+from hf_lines.soups import RewardedSoup  # noqa: E402  (rewarded soups with LiNeS)
 
 __all__ = ["LayerMap", "LinesMerger", "LinesConfig", "Recipe", "block_scale", "block_scales", "single_task", "scale_adapter", "RewardedSoup", "__version__"]

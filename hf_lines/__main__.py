@@ -1,3 +1,3 @@
-from .cli import run
+from hf_lines.cli import run
 
 run()

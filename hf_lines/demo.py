@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-DEMO_TARGET = "min_first_half"  # the task whose fine-tune forgets the most in the README's run
+DEMO_TARGET = "min_first_half"  # the task whose fine-tune forgets the most in the run of docs/evidence.md
 
 
 @dataclass
@@ -38,11 +38,11 @@ QUICK = dict(d_model=32, layers=4, pretrain_steps=100, finetune_steps=40, n_vali
 
 
 def demo_config(steps: int | None = None, seed: int = 0, quick: bool = False):
-    """The README's benchmark (same seeds: the same models as its run), one task fine-tuned instead of eight.
+    """The benchmark of docs/evidence.md (same seeds: the same models as its run), one task fine-tuned instead of eight.
 
     ``quick``: a 4-block model trained for a few seconds, for tests; its numbers mean little.
     """
-    from .eval.synthetic import BenchmarkConfig
+    from hf_lines.eval.synthetic import BenchmarkConfig
 
     config = BenchmarkConfig(seed=seed, **(QUICK if quick else {}))
     if steps is not None:
@@ -60,10 +60,10 @@ def run_demo(out: str | Path, alpha: float | None = None, beta: float | None = N
     """
     from transformers.utils import logging as hf_logging
 
-    from .errors import OptionError
-    from .eval import sweep
-    from .eval.synthetic import build_benchmark
-    from .options import check_output_free, check_schedule
+    from hf_lines.errors import OptionError
+    from hf_lines.eval import sweep
+    from hf_lines.eval.synthetic import build_benchmark
+    from hf_lines.options import check_output_free, check_schedule
 
     # a minute of training must not end in a refusal that was known before it started
     check_output_free(out, overwrite)

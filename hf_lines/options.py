@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import OptionError, OutputExistsError
+from hf_lines.errors import OptionError, OutputExistsError
 
 # |lambda| beyond this is a typo (1e3 for 1e-3) far more often than intent: the paper's sweeps stay
 # within [0, 2], and a task vector scaled by 100 already swamps the weights it is added to (in
@@ -160,7 +160,7 @@ def check_run_options(
     write_mode: Any = "auto",
 ) -> None:
     """Every option of a streaming run that can be wrong, checked together before any work."""
-    from .file_sink import WRITE_MODES
+    from hf_lines.io.file_sink import WRITE_MODES
 
     if max_shard_size is not None:
         parse_size(max_shard_size, "max_shard_size", MIN_SHARD_SIZE)

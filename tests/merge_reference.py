@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_lines.methods.dare import CHUNK, dare_generator
+from hf_lines.core.methods.dare import DARE_CHUNK, dare_generator
 
 
 def task_vectors(base: dict, finetuned: list[dict], weights: list[float], dare: dict | None = None) -> dict:
@@ -25,8 +25,8 @@ def task_vectors(base: dict, finetuned: list[dict], weights: list[float], dare: 
             if dare is not None:
                 p, seed = dare["drop_rate"], dare["seed"]
                 keep = torch.cat([
-                    torch.rand(min(CHUNK, tau.numel() - c * CHUNK), generator=dare_generator(seed, t, name, c)) >= p
-                    for c in range(max(1, -(-tau.numel() // CHUNK)))
+                    torch.rand(min(DARE_CHUNK, tau.numel() - c * DARE_CHUNK), generator=dare_generator(seed, t, name, c)) >= p
+                    for c in range(max(1, -(-tau.numel() // DARE_CHUNK)))
                 ])
                 tau = tau * keep / (1 - p)
             rows.append(tau)

@@ -112,7 +112,7 @@ def test_full_finetune_and_adapter_mix(adapter, family_models, tmp_path):
 
 def test_nonlinear_methods_see_dense_deltas(adapter, tmp_path):
     """A non-linear method gives the same result on adapters as on the full models they stand for."""
-    from hf_lines.methods import METHODS
+    from hf_lines.core.methods import METHODS
 
     nonlinear = [m for m in ("ties", "dare_linear", "consensus") if m in METHODS]
     if not nonlinear:
@@ -154,7 +154,7 @@ def test_dora_full_model_matches_peft(family, kwargs, adapter, tmp_path):
 
 def test_adapter_out_reads_no_base_weights(adapter, tmp_path, monkeypatch):
     """Without whole saved modules, the base is read for its config and tensor names only."""
-    from hf_lines.sources.checkpoint import Checkpoint
+    from hf_lines.io.checkpoint import Checkpoint
 
     family, base, ad = adapter("gpt2-conv1d-fan_in_fan_out")
 

@@ -12,13 +12,14 @@ import transformers
 from safetensors.torch import save_file
 
 import tiny_models
-from hf_lines import LinesMerger, kernels
-from hf_lines.buffers import OutputBuffers
-from hf_lines.sources.checkpoint import _SAFE_DTYPES, Checkpoint, TensorInfo
-from hf_lines.writer import ShardedWriter
+from hf_lines import LinesMerger
+from hf_lines.core import kernels
+from hf_lines.io.buffers import OutputBuffers
+from hf_lines.io.checkpoint import SAFETENSORS_DTYPES, Checkpoint, TensorInfo
+from hf_lines.io.writer import ShardedWriter
 from reference import assert_close_dict, lines_reference, load_folder
 
-CODES = {v: k for k, v in _SAFE_DTYPES.items()}
+CODES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
 def mixed_tensors() -> dict[str, torch.Tensor]:
@@ -78,7 +79,7 @@ def assert_file_aligned(path: Path) -> None:
     start, entries = header(path)
     assert start % 8 == 0
     for n, e in entries.items():
-        itemsize = _SAFE_DTYPES[e["dtype"]].itemsize
+        itemsize = SAFETENSORS_DTYPES[e["dtype"]].itemsize
         assert e["data_offsets"][0] % itemsize == 0, (path.name, n, e)
 
 
@@ -229,7 +230,7 @@ def test_merge_over_misaligned_checkpoints(mixed_pair, tmp_path, monkeypatch):
         write_unaligned(dst / "model.safetensors", dict(sorted(load_folder(src).items())))
         folders.append(dst)
     start, entries = header(folders[0] / "model.safetensors")
-    assert any((start + e["data_offsets"][0]) % _SAFE_DTYPES[e["dtype"]].itemsize for e in entries.values())
+    assert any((start + e["data_offsets"][0]) % SAFETENSORS_DTYPES[e["dtype"]].itemsize for e in entries.values())
 
     offered, misaligned = spy_kernel_inputs(monkeypatch)
     merger = LinesMerger.from_pretrained(folders[0], folders[1:], alpha=0.3, beta=0.5)

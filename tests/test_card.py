@@ -10,11 +10,11 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hf_lines import LinesMerger
-from hf_lines.card import PLOT_NAME, TEMPLATE_NAME, TEMPLATES_DIR, write_card
-from hf_lines.card_metadata import check_metadata, pipeline_tag
+from hf_lines.publish.card import PLOT_NAME, TEMPLATE_NAME, TEMPLATES_DIR, write_card
+from hf_lines.publish.metadata import check_metadata, pipeline_tag
 from hf_lines.cli import main
 from hf_lines.errors import CardError
-from hf_lines.provenance import hub_snapshot, weights_fingerprint
+from hf_lines.publish.provenance import hub_snapshot, weights_fingerprint
 
 ALPHA, BETA = 0.25, 0.6
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -217,7 +217,7 @@ def test_packaged_template_matches_model_cards_folder():
     packaged = (TEMPLATES_DIR / TEMPLATE_NAME).read_text()
     documented = REPO_ROOT / "model_cards" / TEMPLATE_NAME
     assert documented.read_text() == packaged, (
-        f"model_cards/{TEMPLATE_NAME} differs from hf_lines/templates/{TEMPLATE_NAME}: edit the packaged "
+        f"model_cards/{TEMPLATE_NAME} differs from hf_lines/publish/templates/{TEMPLATE_NAME}: edit the packaged "
         "template and copy it to model_cards/"
     )
 

@@ -23,7 +23,7 @@ from hf_lines import LinesMerger, RewardedSoup, scale_adapter
 from hf_lines.cli import main
 from hf_lines.errors import (CardError, LinesError, NonFiniteError, OptionError, OutputExistsError, OutputWriteError,
                              RecipeError)
-from hf_lines.recipe import Recipe
+from hf_lines.pipeline.recipe import Recipe
 from hf_lines.soups import SoupRecipe, parse_lambdas
 
 INF, NAN = float("inf"), float("nan")
@@ -34,7 +34,7 @@ INF, NAN = float("inf"), float("nan")
 def no_reads(monkeypatch):
     """Fail the test if any tensor is read (full checkpoints and LoRA adapters alike)."""
     from hf_lines.adapters.reader import LoraAdapter
-    from hf_lines.sources.checkpoint import Checkpoint
+    from hf_lines.io.checkpoint import Checkpoint
 
     def refuse(self, name):
         raise AssertionError(f"tensor {name} was read before the bad option was refused")

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import folder_digest
-from hf_lines import LinesMerger, staging
+from hf_lines import LinesMerger
+from hf_lines.io import staging
 from hf_lines.cli import main
 from hf_lines.errors import OutputExistsError, OutputLockedError, UnsafeOutputError
 
@@ -138,7 +139,7 @@ def test_a_folder_appearing_at_out_mid_run_survives(renameat2, content, family_m
     out = tmp_path / "out"
     if not renameat2:
         monkeypatch.setattr(staging, "_renameat2", lambda *a: False)
-    import hf_lines.card as card_module
+    import hf_lines.publish.card as card_module
 
     original = card_module.write_merger_card
 

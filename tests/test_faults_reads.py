@@ -17,8 +17,8 @@ import torch
 
 from hf_lines import LinesMerger
 from hf_lines.errors import CheckpointError
-from hf_lines.output import copy_support_files
-from hf_lines.sources import Checkpoint, resolve
+from hf_lines.io.support_files import copy_support_files
+from hf_lines.io import Checkpoint, resolve
 
 INDEX = "model.safetensors.index.json"
 SHARD = "model-00003-of-00011.safetensors"
@@ -179,7 +179,7 @@ def test_support_files_skip_links_outside_and_fifos(family_models, tmp_path, cap
     os.mkfifo(src / "pipe.txt")
     dst = tmp_path / "out"
     dst.mkdir()
-    with caplog.at_level(logging.WARNING, logger="hf_lines.output"):
+    with caplog.at_level(logging.WARNING, logger="hf_lines.io.support_files"):
         box = _within(lambda: copy_support_files(src, dst), [src / "pipe.txt"])
     assert "error" not in box, box
     assert "config.json" in box["result"]
@@ -205,9 +205,9 @@ def test_hub_failure_says_no_local_folder_either(hub):
 def test_other_float_dtype_warns_once_per_model(family_models, caplog):
     base, _ = family_models("llama")
     _, fts = family_models("llama", n_models=2, dtype=torch.bfloat16)
-    with caplog.at_level(logging.WARNING, logger="hf_lines.engine"):
+    with caplog.at_level(logging.WARNING, logger="hf_lines.pipeline.executor"):
         LinesMerger.from_pretrained(base, fts, alpha=0.5, beta=0.5)
-    warned = [r.getMessage() for r in caplog.records if r.name == "hf_lines.engine"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "hf_lines.pipeline.executor"]
     assert len(warned) == 2, warned
     for ft, message in zip(fts, warned):
         assert str(ft) in message and "bfloat16" in message and "float32" in message and "base's dtype" in message

@@ -14,10 +14,10 @@ import pytest
 
 from hf_lines.adapters.base_headers import HubHeaders
 from hf_lines.errors import CheckpointError, PushError
-from hf_lines.hub import push_folder
+from hf_lines.publish.hub import push_folder
 from hf_lines.redact import SecretFilter, install_log_filter, scrub
-from hf_lines.sources import resolve
-from hf_lines.sources.resolve import read_names_and_config
+from hf_lines.io import resolve
+from hf_lines.io.checkpoint import read_names_and_config
 
 SECRET = "s3cret-echo-token-value"  # not token-shaped: only passing it to scrub can hide it
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_lines.file_sink import ALIGN, FileSink, Staging
+from hf_lines.io.file_sink import ALIGN, FileSink, Staging
 
 HAS_DIRECT = hasattr(os, "O_DIRECT")
 

@@ -14,12 +14,12 @@ import math
 import pytest
 import torch
 
-from hf_lines import kernels
-from hf_lines.engine import check_finite
+from hf_lines.core import kernels
+from hf_lines.pipeline.executor import check_finite
 from hf_lines.errors import NonFiniteError
-from hf_lines.methods.arithmetic import weighted_sum_edit
-from hf_lines.methods.kth_magnitude import KthMagnitude, magnitude_threshold
-from hf_lines.methods.ties import tensor_thresholds, ties_task_vector
+from hf_lines.core.methods.arithmetic import weighted_sum_edit
+from hf_lines.core.methods.kth_magnitude import KthMagnitude, magnitude_threshold
+from hf_lines.core.methods.ties import tensor_thresholds, ties_task_vector
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built (or HF_LINES_NATIVE=0)")
 IMPLS = [pytest.param("kernel", marks=needs_kernels), "torch"]
@@ -218,7 +218,8 @@ def test_merger_outputs_and_norms_agree_with_and_without_kernels(family_models, 
     def run():
         # weights other than 1: a torch path that fused w * tau into the sum would round differently
         m = LinesMerger.from_pretrained(base, fts, alpha=0.4, beta=0.5, method=method, weights=[0.9, 0.6, 1.3], **options)
-        scales = m._prepare(progress=False)  # noqa: SLF001  (statistics pass for global TIES)
+        m.compute_statistics()  # the statistics pass for global TIES
+        scales = m.scales()
         norms: dict = {}
         return {n: m.tensor(n, scales[n], norms) for n in m.base.checkpoint.names()}, norms
 

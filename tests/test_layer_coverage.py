@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
-from hf_lines.layers import LayerMap, find_block
-from hf_lines.layers.coverage import MISMATCH, OK, UNSTATED, check_layer_map, counts_match, stated_counts
+from hf_lines.core.layers import LayerMap, find_block
+from hf_lines.core.layers.coverage import MISMATCH, OK, UNSTATED, check_layer_map, counts_match, stated_counts
 
 ALPHA, BETA = 0.2, 0.7
 
@@ -203,7 +203,7 @@ def test_whole_registry_coverage(tmp_path):
     out = tmp_path / "coverage.json"
     # A child process: importing ~600 model modules should not weigh on this one.
     run = subprocess.run(
-        [sys.executable, "-m", "hf_lines.layers.coverage", "--json", str(out)],
+        [sys.executable, "-m", "hf_lines.core.layers.coverage", "--json", str(out)],
         capture_output=True, text=True, timeout=1800, check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]

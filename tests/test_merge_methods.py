@@ -9,10 +9,10 @@ import torch
 
 import merge_reference as ref
 from hf_lines import LinesMerger
-from hf_lines.methods import METHODS, get_method
-from hf_lines.methods.consensus import consensus_mask, tall_masks
-from hf_lines.methods.kth_magnitude import KthMagnitude, magnitude_threshold
-from hf_lines.methods.ties import disjoint_merge, elect_sign, trim_by_threshold
+from hf_lines.core.methods import METHODS, get_method
+from hf_lines.core.methods.consensus import consensus_mask, tall_masks
+from hf_lines.core.methods.kth_magnitude import KthMagnitude, magnitude_threshold
+from hf_lines.core.methods.ties import disjoint_merge, elect_sign, trim_by_threshold
 from reference import assert_close_dict, load_folder
 
 # family -> number of fine-tunes: a decoder LM and an encoder classifier
@@ -100,7 +100,7 @@ def test_ties_global_and_per_tensor_differ(family_models):
 def test_global_threshold_is_exact(dtype, passes, zero_sign, family_models, monkeypatch):
     """Same threshold, bit for bit, as kthvalue/topk over the flattened model; bf16 needs one pass only
     (and the model's sign total one more)."""
-    import hf_lines.statistics as stats
+    import hf_lines.pipeline.statistics as stats
 
     calls = []
     real = stats.statistics_pass
@@ -271,11 +271,11 @@ def test_every_registered_method_is_documented_and_validates_options():
 @pytest.mark.parametrize("offset", [-1.0, 1.0])
 def test_cancelling_values_take_the_sign_of_the_tensor_total(offset):
     """Entries whose surviving values sum to exactly zero follow the sign of the tensor's total, across slices."""
-    from hf_lines.methods.task_vectors import BLOCK
-    from hf_lines.methods.ties import ties_task_vector
+    from hf_lines.core.methods.task_vectors import STACK_CHUNK
+    from hf_lines.core.methods.ties import ties_task_vector
 
     g = torch.Generator().manual_seed(1)
-    n = BLOCK + 12_345  # two slices
+    n = STACK_CHUNK + 12_345  # two slices
     base = torch.zeros(n)
     models = [torch.randint(-2, 3, (n,), generator=g).float() for _ in range(3)]
     models[0][:1000] += 3 * offset  # tilts the total sign

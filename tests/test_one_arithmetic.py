@@ -1,6 +1,6 @@
 """One arithmetic: the fused kernels and the torch path give the same bytes.
 
-Each operation has one formula (``hf_lines.methods.arithmetic``'s docstring), computed by
+Each operation has one formula (``hf_lines.core.methods.arithmetic``'s docstring), computed by
 both in the same float32 operations in the same order with no fused multiply-add. So for
 float32, bfloat16 and float16 inputs, any shape and any number of tasks, the count of values
 whose bits differ must be 0. Kernel-vs-torch tests skip without the compiled kernels; the
@@ -13,9 +13,10 @@ import random
 import pytest
 import torch
 
-from hf_lines import LinesMerger, kernels
-from hf_lines.methods.arithmetic import f32, lines_edit, weighted_sum_edit
-from hf_lines.methods.ties import tensor_thresholds, ties_task_vector
+from hf_lines import LinesMerger
+from hf_lines.core import kernels
+from hf_lines.core.methods.arithmetic import f32, lines_edit, weighted_sum_edit
+from hf_lines.core.methods.ties import tensor_thresholds, ties_task_vector
 from reference import load_folder
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built (or HF_LINES_NATIVE=0)")
@@ -122,7 +123,7 @@ def test_torch_path_bytes_do_not_depend_on_the_block(tasks):
     weights = [0.7, -0.4, 1.1][:tasks]
     expected = weighted_sum_edit(base, models, weights, 0.8)
     for block in (1000, 1 << 24):
-        assert differing(weighted_sum_edit(base, models, weights, 0.8, block=block), expected) == 0
+        assert differing(weighted_sum_edit(base, models, weights, 0.8, chunk=block), expected) == 0
 
 
 def test_torch_path_edit_is_the_documented_formula():

@@ -12,10 +12,10 @@ from huggingface_hub import HfApi, ModelCard, snapshot_download
 
 import tiny_adapters
 from hf_lines import LinesMerger
-from hf_lines.card import PLOT_NAME
+from hf_lines.publish.card import PLOT_NAME
 from hf_lines.cli import main
 from hf_lines.errors import PushError
-from hf_lines.hub import push_folder
+from hf_lines.publish.hub import push_folder
 from reference import assert_close_dict, lines_reference, load_folder
 
 ALPHA, BETA = 0.25, 0.6

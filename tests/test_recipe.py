@@ -9,7 +9,7 @@ import merge_reference as ref
 from hf_lines import LinesMerger
 from hf_lines.cli import main
 from hf_lines.errors import LinesError, RecipeError
-from hf_lines.recipe import RECIPE_FILE, ModelSpec, Recipe
+from hf_lines.pipeline.recipe import RECIPE_FILE, ModelSpec, Recipe
 from reference import assert_close_dict, load_folder
 
 

@@ -16,7 +16,7 @@ import tiny_adapters
 from hf_lines import RewardedSoup
 from hf_lines.cli import main
 from hf_lines.errors import OutputExistsError
-from hf_lines.multi_stream import stream_many
+from hf_lines.pipeline.multi_stream import stream_many
 from hf_lines.soups import InsufficientDiskError, SoupIndex, parse_lambdas, parse_weights, plan_groups
 from hf_lines.soups.weights import output_name, weights_for_lambdas
 from reference import assert_close_dict, lines_reference, load_folder
@@ -96,8 +96,7 @@ def test_disk_plan():
 
 
 def test_stream_many_reads_each_tensor_once_with_bounded_inputs(monkeypatch):
-    from hf_lines import multi_stream
-
+    from hf_lines.pipeline import multi_stream
     reads, live, outs, made = [], [], [[] for _ in range(5)], []
     real_init = multi_stream.SharedReads.__init__
 
@@ -150,7 +149,7 @@ def test_full_sweep_matches_reference(llama_bf16, tmp_path):
 
 
 def test_one_read_pass_per_group_and_byte_identical_to_merge(llama_bf16, tmp_path, monkeypatch):
-    from hf_lines.sources import Checkpoint
+    from hf_lines.io import Checkpoint
 
     base, fts, *_ = llama_bf16
     reads: list[str] = []
@@ -266,7 +265,7 @@ def test_disk_too_small_is_refused_before_writing_and_discard_mode_runs_in_group
 
 # ------------------------------------------------------------------------------------------ LoRA policies
 def test_lora_policies_give_exact_lora_outputs(lora_set, tmp_path, monkeypatch):
-    from hf_lines.sources import Checkpoint
+    from hf_lines.io import Checkpoint
 
     base, p1, p2 = lora_set["base"], lora_set["p1"], lora_set["p2"]
     theta0 = load_folder(base)

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from hf_lines import LinesMerger
 from hf_lines.errors import RecipeError
-from hf_lines.methods import get_method
+from hf_lines.core.methods import get_method
 
 CONFIGS = [("ties", {"density": 0.3}), ("consensus", {"base_method": "ties", "density": 0.3}),
            ("dare_ties", {"density": 0.5}), ("task_arithmetic", {})]

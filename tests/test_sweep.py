@@ -96,7 +96,7 @@ def test_merge_sweep_metrics_selection_and_files(family_models, bert_tasks, tmp_
 
 
 def test_sweep_writes_no_candidate_to_disk(family_models, bert_tasks, monkeypatch):
-    import hf_lines.merger as merger_module
+    import hf_lines.pipeline.merger as merger_module
 
     def refuse(*a, **k):
         raise AssertionError("a sweep point was written to disk")

@@ -5,20 +5,18 @@
 - ``scaled_adapter`` / ``scale_adapter``: LiNeS written back as a PEFT adapter by scaling
   each module's B (several adapters: concatenated rank).
 """
-from .checkpoint import AdapterCheckpoint
-from .config import ADAPTER_CONFIG, is_adapter_folder, read_lora_config
-from .delta import concat_rank, dora_weight, lora_delta, lora_scaling
-from .reader import LoraAdapter
-from .save import (
+from hf_lines.adapters.checkpoint import AdapterCheckpoint
+from hf_lines.adapters.config import ADAPTER_CONFIG, is_adapter_folder, read_lora_config
+from hf_lines.adapters.delta import concat_rank, dora_weight, lora_delta, lora_scaling
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.adapters.save import (
     OUTPUT_FORMATS,
     open_adapter,
     plan_output_format,
-    resolve_output_format,
-    save_merger_adapter,
     scale_adapter,
     write_adapter,
 )
-from .scaled import LINEAR_METHODS, linear_coefficients, scaled_adapter
+from hf_lines.adapters.scaled import LINEAR_METHODS, linear_coefficients, scaled_adapter
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -35,8 +33,6 @@ __all__ = [
     "open_adapter",
     "plan_output_format",
     "read_lora_config",
-    "resolve_output_format",
-    "save_merger_adapter",
     "scale_adapter",
     "scaled_adapter",
     "write_adapter",

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..redact import scrub
-from ..sources import Checkpoint, ModelRef, resolve
-from ..sources.resolve import read_config
-from ..sources.checkpoint import _SAFE_DTYPES, TensorInfo, natural_key
+from hf_lines.errors import CheckpointError
+from hf_lines.redact import scrub
+from hf_lines.io import Checkpoint, ModelRef, resolve
+from hf_lines.io.resolve import read_config
+from hf_lines.io.checkpoint import SAFETENSORS_DTYPES, TensorInfo, natural_key
 
 
 class HubHeaders:
@@ -42,7 +42,7 @@ class HubHeaders:
             ) from None
         self._file_of = dict(meta.weight_map)
         self._infos = {
-            name: TensorInfo(tuple(t.shape), _SAFE_DTYPES[t.dtype])
+            name: TensorInfo(tuple(t.shape), SAFETENSORS_DTYPES[t.dtype])
             for f in meta.files_metadata.values()
             for name, t in f.tensors.items()
         }

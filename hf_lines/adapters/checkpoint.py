@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..sources.checkpoint import TensorInfo
-from .delta import dora_weight, lora_delta
-from .reader import BaseTensors, LoraAdapter
+from hf_lines.io.checkpoint import TensorInfo
+from hf_lines.adapters.delta import dora_weight, lora_delta
+from hf_lines.adapters.reader import BaseTensors, LoraAdapter
 
 
 class AdapterCheckpoint:

@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdapterError
-from ..sources.confine import confined_file
+from hf_lines.errors import AdapterError
+from hf_lines.io.confine import confined_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

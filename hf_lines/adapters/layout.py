@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ..errors import AdapterError
-from .delta import ModuleKind, lora_scaling
+from hf_lines.errors import AdapterError
+from hf_lines.adapters.delta import ModuleKind, lora_scaling
 
 PREFIX = "base_model.model."
 

@@ -43,7 +43,7 @@ def model_facts(base_path: str, checkpoint_names: Sequence[str]) -> ModelFacts |
         import transformers
         from transformers.pytorch_utils import Conv1D
 
-        from ..sources.confine import confined_file
+        from hf_lines.io.confine import confined_file
 
         # transformers opens config.json itself: a FIFO or a link outside raises here first, and ends as None below
         if confined_file(base_path, "config.json") is None:

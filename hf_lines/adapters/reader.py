@@ -8,12 +8,12 @@ from typing import Any, Protocol
 
 import torch
 
-from ..errors import AdapterError
-from ..sources.checkpoint import TensorInfo
-from .config import adapter_weights_file, read_lora_config
-from .delta import ModuleKind
-from .layout import AdapterLayout, LoraModule, module_paths, parse_layout
-from .model_facts import ModelFacts, model_facts
+from hf_lines.errors import AdapterError
+from hf_lines.io.checkpoint import TensorInfo
+from hf_lines.adapters.config import adapter_weights_file, read_lora_config
+from hf_lines.adapters.delta import ModuleKind
+from hf_lines.adapters.layout import AdapterLayout, LoraModule, module_paths, parse_layout
+from hf_lines.adapters.model_facts import ModelFacts, model_facts
 
 log = logging.getLogger(__name__)
 

@@ -1,25 +1,21 @@
-"""Writing a LiNeS-scaled PEFT adapter folder, from a ``LinesMerger`` or straight from paths."""
+"""Writing a LiNeS-scaled PEFT adapter folder; ``scale_adapter`` makes one straight from paths."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from ..errors import AdapterError, OptionError, writing
-from ..options import check_output_free, finite_number
-from ..output import copy_support_files
-from ..staging import input_paths, staged_output
-from ..sources import resolve
-from .checkpoint import AdapterCheckpoint
-from .config import ADAPTER_CONFIG
-from .reader import BaseTensors, LoraAdapter
-from .scaled import linear_coefficients, scaled_adapter
-
-if TYPE_CHECKING:
-    from ..merger import LinesMerger
+from hf_lines.errors import AdapterError, OptionError, writing
+from hf_lines.options import check_output_free, finite_number
+from hf_lines.io.support_files import copy_support_files
+from hf_lines.io.staging import input_paths, staged_output
+from hf_lines.io import resolve
+from hf_lines.adapters.config import ADAPTER_CONFIG
+from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.adapters.scaled import linear_coefficients, scaled_adapter
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +39,7 @@ def write_adapter(
 
     With ``keep_config`` the adapter_config.json of ``support_from`` is copied as it is
     (a single scaled adapter keeps its config byte for byte); otherwise ``config`` is saved.
-    ``card`` holds the keyword arguments of ``hf_lines.card.write_card`` for its README.md
+    ``card`` holds the keyword arguments of ``hf_lines.publish.card.write_card`` for its README.md
     (``record`` must then be given). ``inputs`` are the folders read: the output may not overlap them.
     """
     from safetensors.torch import save_file
@@ -62,21 +58,13 @@ def write_adapter(
             with writing(tmp / "hf_lines.json"):
                 (tmp / "hf_lines.json").write_text(json.dumps(record, indent=2) + "\n")
         if card is not None and record is not None:
-            from ..card import write_card
+            from hf_lines.publish.card import write_card
 
             write_card(tmp, record, relation="adapter", **card)
     return Path(save_directory).expanduser().resolve()
 
 
-# ------------------------------------------------------------------ LinesMerger
-def adapter_inputs(merger: "LinesMerger") -> list[LoraAdapter] | None:
-    """The merger's inputs as LoRA adapters, or None when any of them is a full model."""
-    ckpts = [m.checkpoint for m in merger.models]
-    if all(isinstance(c, AdapterCheckpoint) for c in ckpts):
-        return [c.adapter for c in ckpts]
-    return None
-
-
+# ------------------------------------------------------------------ output format
 def adapter_output_blocker(lora_configs: Sequence[Any | None], method: Any, weights: Sequence[float]) -> str | None:
     """Why these inputs cannot give an adapter output (None when they can).
 
@@ -107,14 +95,6 @@ def choose_output_format(requested: str, blocker: str | None) -> str:
     return "adapter"
 
 
-def resolve_output_format(merger: "LinesMerger", requested: str) -> str:
-    """'auto' is 'adapter' when every input is a non-DoRA LoRA adapter and the method is linear, else 'model'."""
-    if requested != "auto":
-        return choose_output_format(requested, None)
-    configs = [m.checkpoint.lora_config if isinstance(m.checkpoint, AdapterCheckpoint) else None for m in merger.models]
-    return choose_output_format(requested, adapter_output_blocker(configs, merger.method, merger.weights))
-
-
 def plan_output_format(
     models: Sequence[str | Path], requested: str, *, method: str = "task_arithmetic",
     weights: Sequence[float] | None = None, token: str | bool | None = None,
@@ -122,8 +102,8 @@ def plan_output_format(
     """The output format for these inputs, reading only their small files (adapter_config.json)."""
     if requested != "auto":
         return choose_output_format(requested, None)
-    from ..methods import get_method
-    from .config import is_adapter_folder, read_lora_config
+    from hf_lines.core.methods import get_method
+    from hf_lines.adapters.config import is_adapter_folder, read_lora_config
 
     configs = []
     for spec in models:
@@ -133,49 +113,15 @@ def plan_output_format(
     return choose_output_format(requested, adapter_output_blocker(configs, get_method(method), weights))
 
 
-def save_merger_adapter(
-    merger: "LinesMerger", save_directory: str | Path, *, overwrite: bool = False, progress: bool = False,
-    card_template: str | Path | None = None, card_data: dict[str, Any] | None = None, model_name: str | None = None,
-) -> Path:
-    """``LinesMerger.save_pretrained(output='adapter')``: the scaled or merged LoRA adapter, with its model card."""
-    adapters = adapter_inputs(merger)
-    if adapters is None:
-        full = [m.checkpoint.label for m in merger.models if not isinstance(m.checkpoint, AdapterCheckpoint)]
-        raise AdapterError(
-            f"output='adapter' needs every input to be a LoRA adapter, but {full[0]} is a full model; "
-            "use output='model'"
-        )
-    coefs = linear_coefficients(merger.method, merger.weights)
-    if coefs is None:
-        raise AdapterError(
-            f"merge method {merger.method.name!r} (options {merger.method.options}) is not linear in the task vectors, "
-            f"so its result is not a low-rank adapter; use output='model', or one of {sorted(_linear_names())} "
-            "for an adapter"
-        )
-    if getattr(merger, "dtype", None) is not None:
-        log.warning("the output dtype applies to full models; the adapter keeps its factors' dtype")
-    base = merger.base.checkpoint
-    card = _card_options(base, adapters, save_directory, card_template, card_data, model_name)
-    # an existing output or a broken card template fails now, before the first tensor is read
-    check_output_free(save_directory, overwrite)
-    _check_template(card_template, {**merger.describe(), "output": "adapter", "coefficients": coefs}, card)
-    scales = merger._prepare(progress)
-    tensors, config = scaled_adapter(adapters, coefs, scales, base)
-    record = {**merger.describe(), "output": "adapter", "coefficients": coefs}
-    return write_adapter(save_directory, tensors, config, support_from=adapters[0].path, record=record,
-                         overwrite=overwrite, keep_config=len(adapters) == 1, card=card,
-                         inputs=merger.input_paths(card_template))
-
-
-def _check_template(template: str | Path | None, record: dict[str, Any], card: dict[str, Any]) -> None:
+def check_adapter_card_template(template: str | Path | None, record: dict[str, Any], card: dict[str, Any]) -> None:
     """``check_card_template`` with the adapter's own card as the context (alpha = 'auto' as a stand-in)."""
-    from ..card import check_card_template, preview_record, write_card
+    from hf_lines.publish.card import check_card_template, preview_record, write_card
 
     check_card_template(template, lambda folder: write_card(folder, preview_record(record), relation="adapter",
                                                             **{**card, "plot": False}))
 
 
-def _card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_directory: str | Path,
+def adapter_card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_directory: str | Path,
                   template: str | Path | None, card_data: dict[str, Any] | None, model_name: str | None) -> dict[str, Any]:
     return {
         "config": base.config,
@@ -188,7 +134,7 @@ def _card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_direc
 
 def _ref_record(spec: str | Path, folder: Path) -> dict[str, Any]:
     """Where an input came from, in the shape of ``LinesMerger.describe()``."""
-    from ..sources import ModelRef
+    from hf_lines.io import ModelRef
 
     ref = ModelRef.parse(spec)
     if ref.is_hub:
@@ -196,8 +142,8 @@ def _ref_record(spec: str | Path, folder: Path) -> dict[str, Any]:
     return {"repo_id": None, "revision": None, "path": str(Path(folder).expanduser().resolve())}
 
 
-def _linear_names() -> list[str]:
-    from .scaled import LINEAR_METHODS
+def linear_method_names() -> list[str]:
+    from hf_lines.adapters.scaled import LINEAR_METHODS
 
     return list(LINEAR_METHODS)
 
@@ -226,14 +172,14 @@ def scale_adapter(
     headers, never downloaded), plus the base tensors of whole saved modules. Each
     module's B is multiplied by lambda of its layer; several adapters are concatenated in
     rank. ``PeftModel.from_pretrained(base_model, save_directory)`` loads the result. The
-    folder gets a model card (``card_template``, ``card_data``: see ``hf_lines.card``).
+    folder gets a model card (``card_template``, ``card_data``: see ``hf_lines.publish.card``).
     ``allow_large_lambda`` lifts the bound on |lambda| (``hf_lines.options.MAX_LAMBDA``).
     """
-    from .. import __version__
-    from ..layers import LayerMap
-    from ..merger import LinesConfig
-    from ..methods import get_method
-    from .base_headers import open_base_headers
+    from hf_lines.version import __version__
+    from hf_lines.core.layers import LayerMap
+    from hf_lines.core.lines import LinesConfig
+    from hf_lines.core.methods import get_method
+    from hf_lines.adapters.base_headers import open_base_headers
 
     LinesConfig(alpha, beta, policy, stacks, allow_large_lambda)  # type: ignore[arg-type]  # same checks as LinesMerger
 
@@ -246,7 +192,7 @@ def scale_adapter(
     merge = get_method(method)
     coefs = linear_coefficients(merge, weights)
     if coefs is None:
-        raise AdapterError(f"merge method {method!r} is not linear; scale_adapter supports {_linear_names()}")
+        raise AdapterError(f"merge method {method!r} is not linear; scale_adapter supports {linear_method_names()}")
     base_reader: BaseTensors = open_base_headers(base, token=token)
     opened = [open_adapter(s, base_reader, token=token) for s in specs]
     layer_map = LayerMap.from_names(base_reader.names(), base_reader.config, stacks)  # type: ignore[arg-type]
@@ -262,8 +208,8 @@ def scale_adapter(
         "output": "adapter",
         "coefficients": coefs,
     }
-    card = _card_options(base_reader, opened, save_directory, card_template, card_data, None)
-    _check_template(card_template, record, card)  # before the adapters' tensors are read
+    card = adapter_card_options(base_reader, opened, save_directory, card_template, card_data, None)
+    check_adapter_card_template(card_template, record, card)  # before the adapters' tensors are read
     tensors, config = scaled_adapter(opened, coefs, scales, base_reader)
     inputs = input_paths(base_reader.path, *(a.path for a in opened), card_template)
     return write_adapter(save_directory, tensors, config, support_from=opened[0].path, record=record,

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from ..errors import AdapterError
-from ..methods import MergeMethod
-from .delta import concat_rank, lerp_full, scale_b
-from .layout import BASE_LAYER, PREFIX
-from .reader import BaseTensors, LoraAdapter
+from hf_lines.errors import AdapterError
+from hf_lines.core.methods import MergeMethod
+from hf_lines.adapters.delta import concat_rank, lerp_full, scale_b
+from hf_lines.adapters.layout import BASE_LAYER, PREFIX
+from hf_lines.adapters.reader import BaseTensors, LoraAdapter
 
 # Merge methods whose merged task vector is sum_i c_i tau_i: name -> weights -> c_i.
 LINEAR_METHODS: dict[str, Callable[[Sequence[float]], list[float]]] = {
@@ -124,7 +124,7 @@ def _concatenate(
             raise AdapterError(f"the adapters disagree on whether {module!r} is an embedding")
         lam = scales[weight]
         tensors = [(ad.tensor(m.a_key), ad.tensor(m.b_key), c * m.scaling * lam) for ad, m, c in parts]
-        dtype = _promote([t for a, b, _ in tensors for t in (a, b)])
+        dtype = promote_dtype([t for a, b, _ in tensors for t in (a, b)])
         a, b = concat_rank(tensors, dtype)
         if embedding.pop():
             out[f"{PREFIX}{module}.lora_embedding_A"], out[f"{PREFIX}{module}.lora_embedding_B"] = a, b
@@ -135,13 +135,13 @@ def _concatenate(
         ranks[module] = a.shape[0]
     for name, found in copies.items():
         saved = [ad.tensor(key) for ad, key, _ in found]
-        t = lerp_full(base.get(name), saved, [c * scales[name] for _, _, c in found], _promote(saved))
+        t = lerp_full(base.get(name), saved, [c * scales[name] for _, _, c in found], promote_dtype(saved))
         if name in by_weight:  # the saved own weight of a LoRA module (keys use peft's live module names)
             leaf = found[0][1].rsplit(".", 1)[-1]
             out[f"{PREFIX}{by_weight[name][0][1].module}{BASE_LAYER}{leaf}"] = t
         else:
             out[found[0][1]] = t
-    return out, _concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
+    return out, concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
 
 
 def _bias(parts: list, scales: Mapping[str, float], size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -152,14 +152,14 @@ def _bias(parts: list, scales: Mapping[str, float], size: int, dtype: torch.dtyp
     return acc.to(dtype)
 
 
-def _promote(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+def promote_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return dtype
 
 
-def _concatenated_config(adapters: Sequence[LoraAdapter], ranks: dict[str, int], paths: set[str], with_bias: bool) -> Any:
+def concatenated_config(adapters: Sequence[LoraAdapter], ranks: dict[str, int], paths: set[str], with_bias: bool) -> Any:
     config = copy.deepcopy(adapters[0].config)
     r = Counter(ranks.values()).most_common(1)[0][0] if ranks else config.r
     # Scale 1 everywhere: alpha equals rank per module, and each pattern key matches one exact path.

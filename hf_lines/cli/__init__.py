@@ -9,15 +9,15 @@ import sys
 import threading
 from importlib import import_module
 
-from ..errors import LinesError
-from ..redact import install_log_filter, scrub
+from hf_lines.errors import LinesError
+from hf_lines.redact import install_log_filter, scrub
 
 # Subcommand modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
 COMMANDS = ("layers", "scale", "merge", "demo", "push", "soup", "evaluate", "sweep", "clean")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from hf_lines.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="hf-lines",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..staging import clean
+from hf_lines.io.staging import clean
 
 
 def register(sub: argparse._SubParsersAction) -> None:

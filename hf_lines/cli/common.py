@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..layers.map import POLICIES
+from hf_lines.core.layers.map import POLICIES
 
 
 def add_lines_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -18,7 +18,7 @@ def add_lines_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
 
 
 def add_allow_large_lambda_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    from ..options import MAX_LAMBDA
+    from hf_lines.options import MAX_LAMBDA
 
     p.add_argument("--allow-large-lambda", action="store_true",
                    help=f"accept a schedule with |lambda| above {MAX_LAMBDA:g} (alpha and beta must still be finite)")
@@ -41,8 +41,8 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> int:
-    from ..errors import OptionError
-    from ..options import parse_size
+    from hf_lines.errors import OptionError
+    from hf_lines.options import parse_size
 
     try:
         return parse_size(text, "memory_budget", minimum=None)  # save_pretrained says what the value must be
@@ -62,21 +62,6 @@ def run_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def format_table(header: list[str], rows: list[list[object]]) -> str:
-    """A plain aligned text table."""
-    cells = [header] + [[_fmt(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(c: object) -> str:
-    if isinstance(c, float):
-        return f"{c:.4g}"
-    return "-" if c is None else str(c)
-
-
 def add_publish_args(p: argparse.ArgumentParser) -> None:
     """--card-template and --push-to-hub REPO_ID (with its options), for every command that writes an output."""
     g = p.add_argument_group("model card and Hub")
@@ -94,7 +79,7 @@ def publish(args: argparse.Namespace, folder) -> None:
     """After a command wrote ``folder``: push it when --push-to-hub was given (as `hf-lines push` does)."""
     if not getattr(args, "push_to_hub", None):
         return
-    from ..hub import push_folder
+    from hf_lines.publish.hub import push_folder
 
     info = push_folder(folder, args.push_to_hub, private=args.private or None, revision=args.push_revision,
                        create_pr=args.create_pr, commit_message=args.commit_message, token=getattr(args, "token", None))
@@ -103,8 +88,8 @@ def publish(args: argparse.Namespace, folder) -> None:
 
 def repo_id_arg(value: str) -> str:
     """argparse type: a Hub repo id, checked before any work starts."""
-    from ..errors import PushError
-    from ..hub import check_push_request
+    from hf_lines.errors import PushError
+    from hf_lines.publish.hub import check_push_request
 
     try:
         check_push_request(value)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import DEMO_TARGET, run_demo
-from .common import format_table
+from hf_lines.demo import DEMO_TARGET, run_demo
+from hf_lines.publish.tables import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import format_table
+from hf_lines.publish.tables import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +48,8 @@ def add_eval_args(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def build_evaluator(args: argparse.Namespace, outdir: Any) -> Any:
-    from ..eval.rewards import GenerationSettings, load_prompts
-    from ..soups.evaluate import SoupEvaluator
+    from hf_lines.eval.rewards import GenerationSettings, load_prompts
+    from hf_lines.soups.evaluate import SoupEvaluator
 
     prompts = load_prompts(args.prompts, column=args.prompt_column, split=args.prompt_split,
                            config=args.prompt_config, limit=args.limit)

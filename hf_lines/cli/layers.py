@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..layers import LayerMap
-from .common import format_table
+from hf_lines.core.layers import LayerMap
+from hf_lines.publish.tables import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,18 +1,19 @@
-"""``hf-lines merge RECIPE.yaml -o OUT``: merge several fine-tunes as a recipe says (schema: ``hf_lines.recipe``)."""
+"""``hf-lines merge RECIPE.yaml -o OUT``: merge several fine-tunes as a recipe says (schema: ``hf_lines.pipeline.recipe``)."""
 from __future__ import annotations
 
 import argparse
 
-from ..adapters.cli import add_output_format_arg
-from ..merger import LinesMerger
-from .common import add_allow_large_lambda_arg, add_output_args, add_publish_args, format_table, publish, run_options
+from hf_lines.cli.adapters import add_output_format_arg
+from hf_lines.pipeline.merger import LinesMerger
+from hf_lines.cli.common import add_allow_large_lambda_arg, add_output_args, add_publish_args, publish, run_options
+from hf_lines.publish.tables import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge",
         help="merge fine-tunes with task arithmetic, TIES, DARE, Consensus, soups or WiSE-FT, then LiNeS (YAML recipe)",
-        description="Merge the models a YAML recipe lists (schema in the README and hf_lines/recipe.py). "
+        description="Merge the models a YAML recipe lists (schema in docs/merging.md and hf_lines/pipeline/recipe.py). "
         "The recipe is saved beside the output as hf_lines_recipe.yaml.",
     )
     p.add_argument("recipe", help="YAML recipe: base_model, models, method, method_options, lines, dtype, output")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub import push_folder
-from .common import repo_id_arg
+from hf_lines.publish.hub import push_folder
+from hf_lines.cli.common import repo_id_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:

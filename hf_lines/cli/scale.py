@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..adapters import plan_output_format, scale_adapter
-from ..adapters.cli import add_output_format_arg, print_adapter_summary
-from ..merger import LinesMerger
-from .common import add_lines_args, add_output_args, add_publish_args, format_table, publish, run_options
+from hf_lines.adapters import plan_output_format, scale_adapter
+from hf_lines.cli.adapters import add_output_format_arg, print_adapter_summary
+from hf_lines.pipeline.merger import LinesMerger
+from hf_lines.cli.common import add_lines_args, add_output_args, add_publish_args, publish, run_options
+from hf_lines.publish.tables import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..layers.map import POLICIES
-from ..errors import OptionError
-from ..options import check_device
-from .common import add_allow_large_lambda_arg, format_table
-from .evaluate import add_eval_args, build_evaluator, print_results
+from hf_lines.core.layers.map import POLICIES
+from hf_lines.errors import OptionError
+from hf_lines.options import check_device
+from hf_lines.cli.common import add_allow_large_lambda_arg
+from hf_lines.publish.tables import format_table
+from hf_lines.cli.evaluate import add_eval_args, build_evaluator, print_results
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..soups import RewardedSoup
+    from hf_lines.soups import RewardedSoup
 
     # usage mistakes first, before any input is opened
     if args.recipe and (args.sft or args.policies):

@@ -52,7 +52,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The YAML config (if any) with the flags merged over it."""
     import yaml
 
-    from ..eval.config import SweepConfigError, load_config
+    from hf_lines.eval.config import SweepConfigError, load_config
 
     data: dict[str, Any] = dict(yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
     if args.config and not Path(args.config).exists():
@@ -112,8 +112,8 @@ def _data_arg(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval import sweep
-    from ..eval.config import sweep_arguments
+    from hf_lines.eval import sweep
+    from hf_lines.eval.config import sweep_arguments
 
     config = config_from_args(args)
     kwargs = sweep_arguments(config)

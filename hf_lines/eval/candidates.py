@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from ..errors import OptionError
-from ..merger import LinesMerger
+from hf_lines.errors import OptionError
+from hf_lines.pipeline.merger import LinesMerger
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "memory", "stream")
@@ -76,7 +76,7 @@ class CandidateModels:
         self.merger.compute_statistics(progress=progress)  # once, shared by every point
         if self.mode != "memory" or self._tau is not None or self.via_disk:
             return
-        from ..engine import read_inputs
+        from hf_lines.pipeline.executor import read_inputs
 
         m = self.merger
         theta0, tau = {}, {}

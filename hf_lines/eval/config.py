@@ -35,8 +35,8 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from ..errors import LinesError
-from .evaluators import CallableEvaluator, ClassificationAccuracy, ExactMatch, LanguageModelLoss
+from hf_lines.errors import LinesError
+from hf_lines.eval.evaluators import CallableEvaluator, ClassificationAccuracy, ExactMatch, LanguageModelLoss
 
 EVALUATORS: dict[str, type] = {
     "classification": ClassificationAccuracy,

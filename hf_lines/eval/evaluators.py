@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..errors import OptionError
-from .data import load_split
+from hf_lines.errors import OptionError
+from hf_lines.eval.data import load_split
 
 
 class Evaluator:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from .rewards import RewardTable
+    from hf_lines.eval.rewards import RewardTable
 
 VARIANT_LABELS = {"plain": "rewarded soup", "lines": "rewarded soup + LiNeS"}
 VARIANT_STYLES = {"plain": dict(color="tab:blue", marker="o"), "lines": dict(color="tab:red", marker="s")}

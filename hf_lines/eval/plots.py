@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from .results import SweepResult
+    from hf_lines.eval.results import SweepResult
 
 COLORS = {"LiNeS": "#d62728", "uniform": "#1f77b4"}
 FALLBACK = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import OptionError
-from .selection import References, Rule, SelectionError, SingleTaskRule, get_rule
+from hf_lines.errors import OptionError
+from hf_lines.eval.selection import References, Rule, SelectionError, SingleTaskRule, get_rule
 
 SPLITS = ("validation", "test")
 
@@ -104,7 +104,7 @@ class SweepResult:
 
     def table(self, split: str = "validation", max_tasks: int = 8) -> str:
         """The grid as an aligned text table; the selected point is marked with ``*``."""
-        from ..cli.common import format_table
+        from hf_lines.publish.tables import format_table
 
         rows = self.rows(split)
         if not rows:
@@ -160,7 +160,7 @@ class SweepResult:
 
     def plot(self, path: str | Path, split: str | None = None, title: str | None = None) -> Path:
         """PNG: the target/control trade-off (single-task rule) or the score against the coefficient (other rules)."""
-        from .plots import plot_sweep
+        from hf_lines.eval.plots import plot_sweep
 
         if split is None:
             split = "test" if all(p.values("test", self.primary) is not None for p in self.points) else "validation"

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import LinesError, OptionError
-from ..redact import scrub
+from hf_lines.errors import LinesError, OptionError
+from hf_lines.redact import scrub
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
@@ -313,7 +313,7 @@ class RewardTable:
         return list(dict.fromkeys(r["variant"] for r in self.rows))
 
     def format(self) -> str:
-        from ..cli.common import format_table
+        from hf_lines.publish.tables import format_table
 
         header = ["output", "variant", "lambda"] + [f"{c} (mean)" for c in self.columns]
         body = [[r["name"], r["variant"], r["lambda"], *(r["mean"][c] for c in self.columns)] for r in self.rows]

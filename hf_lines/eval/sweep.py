@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import OptionError
-from ..merger import LinesMerger
-from ..options import check_device, finite_number, option_name
-from .candidates import CandidateModels
-from .evaluators import Evaluator, as_evaluator
-from .results import Point, SweepResult
-from .selection import References, get_rule
+from hf_lines.errors import OptionError
+from hf_lines.pipeline.merger import LinesMerger
+from hf_lines.options import check_device, finite_number, option_name
+from hf_lines.eval.candidates import CandidateModels
+from hf_lines.eval.evaluators import Evaluator, as_evaluator
+from hf_lines.eval.results import Point, SweepResult
+from hf_lines.eval.selection import References, get_rule
 
 log = logging.getLogger(__name__)
 GridSpec = Sequence[Any]

@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import OptionError
+from hf_lines.errors import OptionError
 
 Labeler = Callable[[torch.Tensor], torch.Tensor]
 
@@ -80,7 +80,7 @@ def downstream_tasks(vocab: int, length: int) -> dict[str, Labeler]:
 
 @dataclass
 class BenchmarkConfig:
-    """Sizes, steps and seeds of the benchmark (the defaults are the README's full run)."""
+    """Sizes, steps and seeds of the benchmark (the defaults are the full run of docs/evidence.md)."""
 
     vocab: int = 16
     length: int = 12
@@ -114,7 +114,7 @@ class Benchmark:
 
     def evaluator(self, split: str, batch_size: int = 1000) -> object:
         """One ClassificationAccuracy scoring every task on ``split`` (one forward pass), each inside its own labels."""
-        from .evaluators import ClassificationAccuracy
+        from hf_lines.eval.evaluators import ClassificationAccuracy
 
         return ClassificationAccuracy(str(self.data[split]), label_column=list(self.config.tasks),
                                       candidate_labels=self.labels, batch_size=batch_size)

@@ -5,13 +5,13 @@ a sweep of weight vectors, one output folder each plus ``soup.json``: exact LoRA
 when the policies are LoRA adapters, streamed full models otherwise (several outputs per
 read pass). ``hf_lines.eval.rewards`` scores the outputs with reward models.
 """
-from .disk import InsufficientDiskError, plan_groups
-from .index import INDEX_FILE, SoupIndex
-from .inputs import MergedSFTCheckpoint, SoupInputs, open_inputs
-from .outputs import SoupOutput, plan_outputs
-from .recipe import SOUP_RECIPE_FILE, SoupRecipe
-from .soup import RewardedSoup
-from .weights import output_name, parse_lambdas, parse_weights, weights_for_lambdas
+from hf_lines.soups.disk import InsufficientDiskError, plan_groups
+from hf_lines.soups.index import INDEX_FILE, SoupIndex
+from hf_lines.soups.inputs import MergedSFTCheckpoint, SoupInputs, open_inputs
+from hf_lines.soups.outputs import SoupOutput, plan_outputs
+from hf_lines.soups.recipe import SOUP_RECIPE_FILE, SoupRecipe
+from hf_lines.soups.soup import RewardedSoup
+from hf_lines.soups.weights import output_name, parse_lambdas, parse_weights, weights_for_lambdas
 
 __all__ = [
     "INDEX_FILE",

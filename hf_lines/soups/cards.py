@@ -6,14 +6,14 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..errors import writing
-from ..recipe import RECIPE_FILE, LinesSpec, ModelSpec, OutputSpec, Recipe
-from ..report import block_norms
-from .outputs import SoupOutput
-from .recipe import SOUP_RECIPE_FILE, SoupRecipe
+from hf_lines.errors import writing
+from hf_lines.pipeline.recipe import RECIPE_FILE, LinesSpec, ModelSpec, OutputSpec, Recipe
+from hf_lines.core.norms import block_norms
+from hf_lines.soups.outputs import SoupOutput
+from hf_lines.soups.recipe import SOUP_RECIPE_FILE, SoupRecipe
 
 if TYPE_CHECKING:
-    from .soup import RewardedSoup
+    from hf_lines.soups.soup import RewardedSoup
 
 FORMULA = "theta = theta_SFT + lambda(l) * sum_k w_k (theta_k - theta_SFT)"
 SOUP_TAGS = ["rewarded-soup"]
@@ -21,7 +21,7 @@ SOUP_TAGS = ["rewarded-soup"]
 
 def output_record(soup: "RewardedSoup", out: SoupOutput, fmt: str) -> dict[str, Any]:
     """The ``describe()``-style record of one output (what ``hf_lines.json`` holds)."""
-    from .. import __version__
+    from hf_lines.version import __version__
 
     inputs = soup.inputs
     record: dict[str, Any] = {
@@ -135,8 +135,8 @@ def write_output_files(
 ) -> None:
     """``hf_lines.json``, ``hf_lines_soup.yaml``, ``hf_lines_recipe.yaml`` (when a merge recipe can say it) and
     the model card (with its plot unless ``plot=False``), in the (staged) output folder."""
-    from .. import __version__
-    from ..card import write_card
+    from hf_lines.version import __version__
+    from hf_lines.publish.card import write_card
 
     record = output_record(soup, out, fmt)
     with writing(folder / "hf_lines.json"):

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from ..errors import LinesError, OptionError
+from hf_lines.errors import LinesError, OptionError
 
 Passes = Literal["auto", "single", "per_output"]
 PASSES: tuple[str, ...] = ("auto", "single", "per_output")

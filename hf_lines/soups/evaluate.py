@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..eval.pareto import front_summary, plot_pareto
-from ..eval.rewards import (
+from hf_lines.eval.pareto import front_summary, plot_pareto
+from hf_lines.eval.rewards import (
     EVAL_DIR,
     EvaluationError,
     GenerationSettings,
@@ -22,7 +22,7 @@ from ..eval.rewards import (
     generate,
     resolve_device,
 )
-from .index import SoupIndex
+from hf_lines.soups.index import SoupIndex
 
 _FIELD = re.compile(r"\{(input|prompt|response)\}")
 

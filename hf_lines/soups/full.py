@@ -18,29 +18,25 @@ from typing import Sequence
 
 import torch
 
-from .. import kernels
-from ..engine import default_workers
-from ..methods.arithmetic import weighted_sum_edit
-from ..multi_stream import stream_many
-from ..writer import ShardedWriter
-from .inputs import SoupInputs
-from .outputs import SoupOutput
+from hf_lines.core import kernels
+from hf_lines.pipeline.executor import default_workers
+from hf_lines.core.methods.arithmetic import CHUNK, weighted_sum_edit
+from hf_lines.pipeline.multi_stream import stream_many
+from hf_lines.io.writer import ShardedWriter
+from hf_lines.soups.inputs import SoupInputs
+from hf_lines.soups.outputs import SoupOutput
 
 Inputs = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
-# Elements per float32 block: 256 kB temporaries stay in L2. The block only partitions elementwise work, so the
-# bytes equal those of methods.arithmetic's default; on 2 shared EPYC cores weighted_sum_edit of two bf16 deltas
-# took 2.4 ns/element with 2^16 and 11.3 ns/element with 2^20.
-SOUP_BLOCK = 1 << 16
 
 
-def task_vector_gram(base: torch.Tensor, models: Sequence[torch.Tensor], block: int = SOUP_BLOCK) -> torch.Tensor:
-    """G[i, j] = <tau_i, tau_j> in float64 (float32 products summed per block), tau_i = models[i] - base."""
+def task_vector_gram(base: torch.Tensor, models: Sequence[torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
+    """G[i, j] = <tau_i, tau_j> in float64 (float32 products summed per chunk), tau_i = models[i] - base."""
     n = len(models)
     gram = torch.zeros(n, n, dtype=torch.float64)
     b, flat = base.reshape(-1), [m.reshape(-1) for m in models]
-    taus = torch.empty(n, min(block, b.numel()), dtype=torch.float32)
-    for start in range(0, b.numel(), block):
-        stop = min(start + block, b.numel())
+    taus = torch.empty(n, min(chunk, b.numel()), dtype=torch.float32)
+    for start in range(0, b.numel(), chunk):
+        stop = min(start + chunk, b.numel())
         b32 = b[start:stop].float()
         t = taus[:, : stop - start]
         for i, m in enumerate(flat):
@@ -56,7 +52,7 @@ def soup_tensor(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Seq
         return base.clone()
     # the dispatch of TaskArithmetic.fused_merge / merge, so the bytes are those of `hf-lines merge`
     fused = kernels.weighted_sum_edit(base, models, weights, scale)
-    out = fused[0] if fused is not None else weighted_sum_edit(base, models, weights, scale, block=SOUP_BLOCK)
+    out = fused[0] if fused is not None else weighted_sum_edit(base, models, weights, scale, chunk=CHUNK)
     return out if out.dtype == dtype else out.to(dtype)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LinesError, writing
+from hf_lines.errors import LinesError, writing
 
 INDEX_FILE = "soup.json"
 

@@ -15,12 +15,12 @@ from typing import Any, Sequence
 
 import torch
 
-from ..adapters import AdapterCheckpoint, is_adapter_folder, read_lora_config
-from ..adapters.reader import BaseTensors, LoraAdapter
-from ..engine import check_compatible
-from ..errors import AdapterError, OptionError
-from ..sources import Checkpoint, ModelRef, resolve
-from ..sources.checkpoint import TensorInfo
+from hf_lines.adapters import AdapterCheckpoint, is_adapter_folder, read_lora_config
+from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.pipeline.executor import check_compatible
+from hf_lines.errors import AdapterError, OptionError
+from hf_lines.io import Checkpoint, ModelRef, resolve
+from hf_lines.io.checkpoint import TensorInfo
 
 
 class MergedSFTCheckpoint(AdapterCheckpoint):
@@ -105,7 +105,7 @@ class SoupInputs:
 
     def read(self, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """theta_SFT and every policy's tensor ``name`` (NaN and infinity refused)."""
-        from ..engine import read_inputs
+        from hf_lines.pipeline.executor import read_inputs
 
         return read_inputs(name, self.sft.checkpoint, [p.checkpoint for p in self.policies])
 

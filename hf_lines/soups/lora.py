@@ -17,12 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..adapters.delta import concat_rank
-from ..adapters.layout import PREFIX
-from ..adapters.reader import LoraAdapter
-from ..adapters.scaled import _concatenated_config, _promote, one_thread, scaled_adapter
-from ..errors import AdapterError
-from .inputs import SoupInputs
+from hf_lines.adapters.delta import concat_rank
+from hf_lines.adapters.layout import PREFIX
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.adapters.scaled import concatenated_config, promote_dtype, one_thread, scaled_adapter
+from hf_lines.errors import AdapterError
+from hf_lines.soups.inputs import SoupInputs
 
 Factor = Callable[[str], float]  # base tensor name -> the factor of that part's update
 
@@ -82,7 +82,7 @@ def stacked_adapter(parts: Sequence[tuple[LoraAdapter, Factor]]) -> tuple[dict[s
         if len(kinds) > 1:
             raise AdapterError(f"the adapters disagree on whether {module!r} is an embedding")
         tensors = [(ad.tensor(m.a_key), ad.tensor(m.b_key), f(weight) * m.scaling) for ad, m, f in found]
-        dtype = _promote([t for a, b, _ in tensors for t in (a, b)])
+        dtype = promote_dtype([t for a, b, _ in tensors for t in (a, b)])
         a, b = concat_rank(tensors, dtype)
         if kinds.pop():
             out[f"{PREFIX}{module}.lora_embedding_A"], out[f"{PREFIX}{module}.lora_embedding_B"] = a, b
@@ -96,5 +96,5 @@ def stacked_adapter(parts: Sequence[tuple[LoraAdapter, Factor]]) -> tuple[dict[s
                 out[f"{PREFIX}{module}.lora_B.bias"] = bias.to(dtype)
         ranks[module] = a.shape[0]
     adapters = [ad for ad, _ in parts]
-    config = _concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
+    config = concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
     return out, config

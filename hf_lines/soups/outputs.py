@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import OptionError
-from ..layers import LayerMap
-from ..merger import LinesConfig
-from .weights import lambda_of, output_name
+from hf_lines.errors import OptionError
+from hf_lines.core.layers import LayerMap
+from hf_lines.core.lines import LinesConfig
+from hf_lines.soups.weights import lambda_of, output_name
 
 PLAIN_PREFIX = "plain-"  # the baseline sweep's folders when a LiNeS sweep is the main one
 PLAIN = LinesConfig(1.0, 0.0)

@@ -24,10 +24,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..errors import OptionError, RecipeError, writing
-from ..options import MIN_SHARD_SIZE, check_schedule, parse_size
-from ..recipe import _check_mapping, _number, _path_like, _show
-from .weights import parse_lambdas, parse_weights
+from hf_lines.errors import OptionError, RecipeError, writing
+from hf_lines.options import MIN_SHARD_SIZE, check_schedule, parse_size
+from hf_lines.pipeline.recipe import check_mapping, recipe_number, path_like, show_value
+from hf_lines.soups.weights import parse_lambdas, parse_weights
 
 SOUP_RECIPE_FILE = "hf_lines_soup.yaml"
 _KEYS = ("sft", "sft_base", "policies", "lambdas", "weights", "lines", "include_plain", "output_format", "max_shard_size")
@@ -77,22 +77,22 @@ class SoupRecipe:
 
         ``allow_large_lambda=True`` acts as ``lines: {allow_large_lambda: true}`` (and sets it).
         """
-        _check_mapping(data, "soup", _KEYS)
+        check_mapping(data, "soup", _KEYS)
         for key in ("sft", "policies"):
             if data.get(key) in (None, "", []):
                 raise RecipeError(f"soup.{key}: required")
-        sft = _path_like(data["sft"], "soup.sft")
+        sft = path_like(data["sft"], "soup.sft")
         policies = data["policies"]
         if not isinstance(policies, list):
-            raise RecipeError(f"soup.policies: expected a list of folders or Hub ids, got {_show(policies)}")
-        policies = [_path_like(p, f"soup.policies[{i}]") for i, p in enumerate(policies)]
+            raise RecipeError(f"soup.policies: expected a list of folders or Hub ids, got {show_value(policies)}")
+        policies = [path_like(p, f"soup.policies[{i}]") for i, p in enumerate(policies)]
         if ("lambdas" in data) == ("weights" in data):
             raise RecipeError("soup: give either lambdas (two policies) or weights (one vector per output)")
         lambdas = weights = None
         try:
             if "lambdas" in data:
                 raw = data["lambdas"]
-                lambdas = parse_lambdas(raw if isinstance(raw, str) else [_number(x, "soup.lambdas") for x in raw])
+                lambdas = parse_lambdas(raw if isinstance(raw, str) else [recipe_number(x, "soup.lambdas") for x in raw])
             else:
                 raw = data["weights"]
                 weights = [list(v) for v in parse_weights(raw if isinstance(raw, str) else raw, len(policies))]
@@ -102,14 +102,14 @@ class SoupRecipe:
         if lines in (None, False):
             lines = None
         else:
-            _check_mapping(lines, "soup.lines", _LINES_KEYS)
+            check_mapping(lines, "soup.lines", _LINES_KEYS)
             if "alpha" not in lines or "beta" not in lines:
                 raise RecipeError("soup.lines: give both alpha and beta (or lines: false for the plain soup)")
             allow = lines.get("allow_large_lambda", False)
             if not isinstance(allow, bool):
-                raise RecipeError(f"soup.lines.allow_large_lambda: expected true or false, got {_show(allow)}")
+                raise RecipeError(f"soup.lines.allow_large_lambda: expected true or false, got {show_value(allow)}")
             allow = allow or allow_large_lambda
-            lines = {"alpha": _number(lines["alpha"], "soup.lines.alpha"), "beta": _number(lines["beta"], "soup.lines.beta"),
+            lines = {"alpha": recipe_number(lines["alpha"], "soup.lines.alpha"), "beta": recipe_number(lines["beta"], "soup.lines.beta"),
                      "policy": lines.get("policy", "paper"), "stacks": lines.get("stacks", "chain"),
                      **({"allow_large_lambda": True} if allow else {})}
             try:
@@ -118,17 +118,17 @@ class SoupRecipe:
                 raise RecipeError(f"soup.lines: {e}") from None
         include_plain = data.get("include_plain", False)
         if not isinstance(include_plain, bool):
-            raise RecipeError(f"soup.include_plain: expected true or false, got {_show(include_plain)}")
+            raise RecipeError(f"soup.include_plain: expected true or false, got {show_value(include_plain)}")
         fmt = data.get("output_format", "auto")
         if fmt not in ("auto", "adapter", "model"):
-            raise RecipeError(f"soup.output_format: expected auto, adapter or model, got {_show(fmt)}")
+            raise RecipeError(f"soup.output_format: expected auto, adapter or model, got {show_value(fmt)}")
         sft_base = data.get("sft_base")
         shard = data.get("max_shard_size", "5GB")
         try:
             parse_size(shard, "max_shard_size", MIN_SHARD_SIZE)
         except OptionError as e:
             raise RecipeError(f"soup.{e}") from None
-        return cls(sft, policies, lambdas, weights, lines, _path_like(sft_base, "soup.sft_base") if sft_base else None,
+        return cls(sft, policies, lambdas, weights, lines, path_like(sft_base, "soup.sft_base") if sft_base else None,
                    include_plain, fmt, shard)
 
     def to_dict(self) -> dict[str, Any]:

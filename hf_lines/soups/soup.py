@@ -14,23 +14,23 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import OptionError, OutputExistsError, writing
-from ..layers import LayerMap
-from ..layers.infer import StackMode
-from ..layers.map import Policy
-from ..merger import LinesConfig
-from ..options import check_run_options, check_schedule
-from ..output import copy_support_files
-from ..staging import OutputLock, absolute, check_not_input, input_paths, staged_output
-from .cards import FORMULA, soup_recipe, write_output_files
-from .disk import DEFAULT_RESERVE, Passes, check_passes, free_bytes, plan_groups
-from .full import soup_tensor, write_full_outputs
-from .index import SoupIndex
-from .inputs import SoupInputs, open_inputs
-from .lora import adapter_output_blocker, soup_adapter
-from .outputs import SoupOutput, plan_outputs
-from .recipe import SOUP_RECIPE_FILE, SoupRecipe
-from .weights import parse_lambdas, parse_weights, weights_for_lambdas
+from hf_lines.errors import OptionError, OutputExistsError, writing
+from hf_lines.core.layers import LayerMap
+from hf_lines.core.layers.infer import StackMode
+from hf_lines.core.layers.map import Policy
+from hf_lines.core.lines import LinesConfig
+from hf_lines.options import check_run_options, check_schedule
+from hf_lines.io.support_files import copy_support_files
+from hf_lines.io.staging import OutputLock, absolute, check_not_input, input_paths, staged_output
+from hf_lines.soups.cards import FORMULA, soup_recipe, write_output_files
+from hf_lines.soups.disk import DEFAULT_RESERVE, Passes, check_passes, free_bytes, plan_groups
+from hf_lines.soups.full import soup_tensor, write_full_outputs
+from hf_lines.soups.index import SoupIndex
+from hf_lines.soups.inputs import SoupInputs, open_inputs
+from hf_lines.soups.lora import adapter_output_blocker, soup_adapter
+from hf_lines.soups.outputs import SoupOutput, plan_outputs
+from hf_lines.soups.recipe import SOUP_RECIPE_FILE, SoupRecipe
+from hf_lines.soups.weights import parse_lambdas, parse_weights, weights_for_lambdas
 
 log = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("auto", "adapter", "model")
@@ -190,7 +190,7 @@ class RewardedSoup:
         its ``soup.json`` record plus ``path``); with ``keep=False`` the output is deleted
         right after, so a sweep larger than the disk runs in groups that fit.
         """
-        from ..card import check_card_fields, check_card_template
+        from hf_lines.publish.card import check_card_fields, check_card_template
 
         check_card_fields(card_data)
         outs = self.outputs(lambdas, weights, include_plain)
@@ -311,7 +311,7 @@ class RewardedSoup:
 
     def index_info(self, fmt: str) -> dict[str, Any]:
         """The sweep-wide part of ``soup.json``."""
-        from .. import __version__
+        from hf_lines.version import __version__
 
         inputs = self.inputs
         return {

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..errors import OptionError
-from ..options import option_name
+from hf_lines.errors import OptionError
+from hf_lines.options import option_name
 
 # Weights are rounded to this many decimals, so that 0:1:11 gives 0.3, not 0.30000000000000004.
 DECIMALS = 12

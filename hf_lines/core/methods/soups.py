@@ -1,0 +1,55 @@
+"""Model soups and WiSE-FT: single-task recipes that LiNeS improves (Sec. 5 of the LiNeS paper).
+
+* Uniform model soup (Wortsman et al. 2022): the average of checkpoints fine-tuned from one
+  base on one task (different seeds or hyper-parameters). Its task vector is the mean of
+  theirs, so ``soup`` is ``mean`` under its own name: with no LiNeS (alpha 1, beta 0)
+  theta = mean of the checkpoints; with LiNeS theta = theta_0 + lambda(layer) * mean(tau).
+* WiSE-FT (Wortsman et al. 2022): theta = (1 - gamma) theta_0 + gamma theta_ft =
+  theta_0 + gamma * tau, a constant lambda. ``wise_ft`` is that task vector, gamma * tau
+  (gamma * mean(tau) for several checkpoints, i.e. WiSE-FT of their soup); LiNeS on top
+  scales it by depth: theta = theta_0 + lambda(layer) * gamma * tau.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hf_lines.errors import OptionError
+from hf_lines.core.methods.base import register_method
+from hf_lines.core.methods.task_arithmetic import Mean
+
+
+@register_method
+class Soup(Mean):
+    """Uniform model soup: tau_MTL = (1/N) sum_t w_t tau_t, the checkpoints' average minus theta_0.
+
+    Options:
+        dare: ``{drop_rate, seed}`` to DARE each task vector first (default: off).
+    """
+
+    name = "soup"
+    aliases = ("model_soup", "uniform_soup")
+
+
+@register_method
+class WiseFT(Mean):
+    """WiSE-FT: tau_MTL = gamma * (1/N) sum_t w_t tau_t (gamma * tau for one fine-tune).
+
+    Options:
+        gamma: interpolation weight of the fine-tuned model, theta_0 + gamma * tau (default 0.5).
+        dare: ``{drop_rate, seed}`` to DARE each task vector first (default: off).
+    """
+
+    name = "wise_ft"
+    aliases = ("wiseft",)
+    option_names = ("gamma", "dare")
+
+    def __init__(self, **options: Any):
+        gamma = options.pop("gamma", 0.5)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+            raise OptionError(f"wise_ft option gamma must be a number, got {gamma!r}")
+        super().__init__(**options)
+        self.gamma = float(gamma)
+        self.options = {"gamma": self.gamma, **self.options}
+
+    def _weights(self, weights: Sequence[float]) -> list[float]:
+        return [self.gamma * w for w in super()._weights(weights)]

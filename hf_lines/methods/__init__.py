@@ -1,5 +1,0 @@
-"""Merge methods as pure tensor functions, registered by name."""
-from . import consensus, soups, task_arithmetic, ties  # noqa: F401  (registers the methods)
-from .base import METHODS, MergeMethod, get_method, register_method
-
-__all__ = ["METHODS", "MergeMethod", "get_method", "register_method"]

@@ -1,0 +1,1 @@
+"""A run from inputs to an output folder: recipe, statistics passes, the streaming executor and the merger."""
