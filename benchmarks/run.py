@@ -133,13 +133,14 @@ def commands(tool: str, scenario: str, base: Path, fts: list[Path], out: Path, w
         return [sys.executable, str(HERE / "io_floor.py"), str(base), *map(str, fts), "-o", str(out),
                 "--overwrite", "--reader", args.floor_reader]
     if tool == "hf-lines":
+        device = ["--device", args.device] if args.device else []
         if scenario == "single":
             return [*hf_cmd, "scale", str(base), str(fts[0]), "-o", str(out),
-                    "--alpha", str(args.alpha), "--beta", str(args.beta), "--overwrite"]
+                    "--alpha", str(args.alpha), "--beta", str(args.beta), "--overwrite", *device]
         recipe = work / f"hf-lines-{scenario}.yaml"
         recipe.write_text(yaml.safe_dump(hf_lines_recipe(scenario, base, fts, args.alpha, args.beta, args.density),
                                          sort_keys=False))
-        return [*hf_cmd, "merge", str(recipe), "-o", str(out), "--overwrite"]
+        return [*hf_cmd, "merge", str(recipe), "-o", str(out), "--overwrite", *device]
     if tool == "mergekit":
         if scenario == "ties4-global":
             return "mergekit trims per tensor only"
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stat", choices=["median", "min"], default="median",
                     help="which of the repeats' wall times the table shows (min resists other load on the machine)")
     ap.add_argument("--floor-reader", choices=["pread", "safe_open"], default="pread")
+    ap.add_argument("--device", default=None, help="hf-lines --device (cuda, auto; default: the CPU); "
+                    "benchmarks/cuda_check.py compares the CPU and CUDA paths")
     ap.add_argument("--mergekit-venv", default=str(mergekit_env.DEFAULT_VENV))
     ap.add_argument("--mergekit-shard-size", default=None, help="mergekit --out-shard-size (its default: 5B bytes)")
     ap.add_argument("--mergekit-dtype", default="bfloat16",
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "tools": info_tools,
         "config": {"shape": shape, "layers": num_blocks, "params_b": ckpt_bytes / 2 / 1e9,
                    "checkpoint_gb": ckpt_bytes / 1e9, "alpha": args.alpha, "beta": args.beta,
-                   "density": args.density, "repeat": args.repeat, "stat": args.stat, "floor_reader": args.floor_reader,
+                   "density": args.density, "device": args.device, "repeat": args.repeat, "stat": args.stat, "floor_reader": args.floor_reader,
                    "mergekit_flags": mergekit_env.MERGEKIT_FLAGS,
                    "mergekit_shard_size": args.mergekit_shard_size, "mergekit_dtype": args.mergekit_dtype},
         "rows": rows,

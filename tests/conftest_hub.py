@@ -1,4 +1,4 @@
-"""Pytest fixtures for the local Hub emulator (see hub_emulator.py).
+"""Pytest fixtures for the local Hub emulator (see the hub_emulator package).
 
 `tests/conftest.py` calls `configure_environment()` before any other import and re-exports these fixtures.
 """
@@ -20,12 +20,6 @@ class HubHandle:
     token: str
     user: str
     emulator: HubEmulator
-
-    def api(self, token: str | None = None):
-        """An `HfApi` bound to the emulator (imported late: the environment must be set first)."""
-        from huggingface_hub import HfApi
-
-        return HfApi(endpoint=self.endpoint, token=token or self.token)
 
     def new_repo_id(self, name: str = "repo") -> str:
         return self.emulator.new_repo_id(name)

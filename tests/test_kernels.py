@@ -19,7 +19,8 @@ from hf_lines.pipeline.executor import check_finite
 from hf_lines.errors import NonFiniteError
 from hf_lines.core.methods.arithmetic import weighted_sum_edit
 from hf_lines.core.methods.kth_magnitude import KthMagnitude, magnitude_threshold
-from hf_lines.core.methods.ties import tensor_thresholds, ties_task_vector
+from hf_lines.core.methods.ties_math import ties_task_vector
+from hf_lines.core.methods.ties_statistics import tensor_thresholds
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built (or HF_LINES_NATIVE=0)")
 IMPLS = [pytest.param("kernel", marks=needs_kernels), "torch"]

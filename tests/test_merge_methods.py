@@ -12,7 +12,7 @@ from hf_lines import LinesMerger
 from hf_lines.core.methods import METHODS, get_method
 from hf_lines.core.methods.consensus import consensus_mask, tall_masks
 from hf_lines.core.methods.kth_magnitude import KthMagnitude, magnitude_threshold
-from hf_lines.core.methods.ties import disjoint_merge, elect_sign, trim_by_threshold
+from hf_lines.core.methods.ties_math import disjoint_merge, elect_sign, trim_by_threshold
 from reference import assert_close_dict, load_folder
 
 # family -> number of fine-tunes: a decoder LM and an encoder classifier
@@ -272,7 +272,7 @@ def test_every_registered_method_is_documented_and_validates_options():
 def test_cancelling_values_take_the_sign_of_the_tensor_total(offset):
     """Entries whose surviving values sum to exactly zero follow the sign of the tensor's total, across slices."""
     from hf_lines.core.methods.task_vectors import STACK_CHUNK
-    from hf_lines.core.methods.ties import ties_task_vector
+    from hf_lines.core.methods.ties_math import ties_task_vector
 
     g = torch.Generator().manual_seed(1)
     n = STACK_CHUNK + 12_345  # two slices

@@ -16,7 +16,8 @@ import torch
 from hf_lines import LinesMerger
 from hf_lines.core import kernels
 from hf_lines.core.methods.arithmetic import f32, lines_edit, weighted_sum_edit
-from hf_lines.core.methods.ties import tensor_thresholds, ties_task_vector
+from hf_lines.core.methods.ties_math import ties_task_vector
+from hf_lines.core.methods.ties_statistics import tensor_thresholds
 from reference import load_folder
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built (or HF_LINES_NATIVE=0)")

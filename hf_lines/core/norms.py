@@ -31,7 +31,7 @@ def tensor_norms(
         torch.sub(out, base, out=diff)
     else:
         diff.copy_(out - base.to(out.dtype))
-    after = float(torch.linalg.vector_norm(diff))
+    after = float(torch.linalg.vector_norm(diff, dtype=torch.float32))  # a bf16 result would round the norm itself
     if scale != 0:
         return after / abs(scale), after
     return float(torch.linalg.vector_norm(task_vector())), after

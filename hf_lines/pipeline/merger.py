@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +13,7 @@ import torch
 from hf_lines.io.buffers import OutputBuffers
 from hf_lines.io.file_sink import WriteMode
 from hf_lines.publish.plot import preload as preload_plotting
+from hf_lines.pipeline.device import runs_on_device, thread_transfer
 from hf_lines.pipeline.executor import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, compute_device, default_prefetch,
                      default_workers, read_inputs, stream)
 from hf_lines.core.layers import LayerMap
@@ -229,9 +231,23 @@ class LinesMerger:
                 return out
             if buffers is not None:
                 buffers.give_back(name)
-        check_finite(name, checkpoints, [base, *models])
-        if not on_cpu:
-            base, models = base.to(device), [m.to(device) for m in models]
+        if not on_cpu and not runs_on_device(self.method):
+            warnings.warn(f"merge method {self.method.name!r} with dare computes on the CPU: DARE's masks are drawn "
+                          "there (seeded, the same on every device)", RuntimeWarning, stacklevel=2)
+        if on_cpu or not base.is_floating_point() or not runs_on_device(self.method):
+            check_finite(name, checkpoints, [base, *models])
+            return self._merge(name, base, models, scale, norms, buffers)
+        # this worker's CUDA stream and pinned staging: reading overlaps the copies (hf_lines.pipeline.device)
+        transfer = thread_transfer(device)
+        with transfer.computing():
+            base, models = transfer.upload(base), [transfer.upload(m) for m in models]
+            check_finite(name, checkpoints, [base, *models])
+            out = self._merge(name, base, models, scale, norms, None)
+        return transfer.download(out, buffers.take(name, out.shape, out.dtype) if buffers is not None else None)
+
+    def _merge(self, name: str, base: torch.Tensor, models: list[torch.Tensor], scale: float,
+               norms: dict[str, tuple[float, float]] | None, buffers: OutputBuffers | None) -> torch.Tensor:
+        """``method.merge`` on the device where the inputs lie, then the output dtype, the norms and the overflow check."""
         if self.dtype is not None and base.is_floating_point():
             base = base.float()  # compute in float32 and round once, to the output dtype
         out = None
@@ -244,7 +260,7 @@ class LinesMerger:
             norms[name] = tensor_norms(base, out, scale,
                                       lambda: self.method.task_vector(name, base, models, self.weights, self.statistics))
             _check_output_finite(name, scale, norms[name][1], out)
-        return out.cpu()
+        return out
 
     def block_norms(self) -> list[BlockNorm]:
         """Per-block ||tau|| before and after scaling, from the last ``save_pretrained``."""
@@ -355,7 +371,7 @@ class LinesMerger:
             try:
                 stream(
                     writer.order,
-                    lambda n: self.tensor(n, scales[n], norms, buffers if on.type == "cpu" else None, on),
+                    lambda n: self.tensor(n, scales[n], norms, buffers, on),
                     write,
                     sizes={n: i.nbytes for n, i in infos.items()},
                     # inputs and output of a tensor are alive while it is in flight

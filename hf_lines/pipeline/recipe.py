@@ -9,7 +9,7 @@ Schema (every key but ``base_model`` and ``models`` is optional)::
         revision: null                 # Hub revision; or write it as repo@revision
       - ./finetuned-b                  # a bare string is {model: ./finetuned-b}
     method: ties                       # see `hf_lines.core.methods.METHODS` (default task_arithmetic)
-    method_options:                    # (or `parameters`) the method's options
+    method_options:                    # (or `parameters`) the method's options: the fields of its config
       density: 0.2
     lines:                             # LiNeS: lambda(i) = alpha + beta * i / (L - 1)
       alpha: auto                      # number, or auto = (1/N) ||sum tau||_1 / ||tau_MTL||_1
@@ -191,7 +191,7 @@ class Recipe:
             base_model=_parent_spec(merger.base),
             models=[ModelSpec(_parent_spec(m), float(m.weight)) for m in merger.models],
             method=merger.method.name,
-            method_options=dict(merger.method.options),
+            method_options=merger.method.to_dict(),
             lines=LinesSpec(alpha, float(lines.beta), lines.policy, lines.stacks,
                             bool(getattr(lines, "allow_large_lambda", False))),
             dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
@@ -300,12 +300,13 @@ def _models(value: Any) -> list[ModelSpec]:
 
 
 def _check_method(method: str, options: dict[str, Any], where: str) -> None:
-    from hf_lines.core.methods import METHODS, get_method
+    """Validate the options through the method's config dataclass (its fields are the schema)."""
+    from hf_lines.core.methods import METHODS
 
     if method not in METHODS:
         raise RecipeError(f"recipe.method: unknown merge method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     try:
-        get_method(method, **options)
+        METHODS[method].from_dict(options)
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
 

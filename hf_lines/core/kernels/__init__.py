@@ -23,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from hf_lines.core.scratch import scratch_like
+
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_TASKS = 64  # _native.c's MAX_TASKS
 
@@ -232,7 +234,7 @@ def ties_edit(
     out: torch.Tensor | None = None,
     sign_total: int | None = None,
 ) -> tuple[torch.Tensor, KernelStats] | None:
-    """base + scale * TIES(tau_1..tau_N) in one pass (``methods.ties.ties_task_vector``'s rules), or None.
+    """base + scale * TIES(tau_1..tau_N) in one pass (``methods.ties_math.ties_task_vector``'s rules), or None.
 
     Entries whose trimmed values cancel exactly are settled by ``sign_total`` (the whole
     model's total of elected signs), or by the tensor's own total when it is None, as the
@@ -259,7 +261,7 @@ def ties_edit(
 def ties_sign_total(
     base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], thresholds: Sequence[float]
 ) -> int | None:
-    """The total of one tensor's TIES elected signs (``methods.ties.ties_sign_total``), or None.
+    """The total of one tensor's TIES elected signs (``methods.ties_math.ties_sign_total``), or None.
 
     The merge kernel counts them on its way; its output goes to a scratch buffer here.
     """
@@ -268,4 +270,5 @@ def ties_sign_total(
     code = _usable([base, *models])
     if code is None:
         return None
-    return int(_ties_merge(code, base, models, weights, thresholds, 1.0, True, torch.empty_like(base))[3])
+    # the merge goes to this thread's recycled scratch: fresh pages would cost as much as the count
+    return int(_ties_merge(code, base, models, weights, thresholds, 1.0, True, scratch_like(base))[3])

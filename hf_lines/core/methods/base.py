@@ -3,10 +3,15 @@
 A method turns the base tensor and N fine-tuned tensors into the edited tensor
 theta_0 + lambda * tau_MTL. Methods that need numbers over the whole model (a global
 TIES threshold, auto alpha) declare it and get a statistics pass first.
+
+A method object is its configuration, a frozen dataclass in the manner of peft's config
+classes: the fields are its options, ``__post_init__`` validates and normalises them,
+``to_dict``/``from_dict`` turn them into the plain data of recipes and hf_lines.json and back.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -29,24 +34,79 @@ def get_method(name: str, **options: Any) -> "MergeMethod":
         cls = METHODS[name]
     except KeyError:
         raise OptionError(f"unknown merge method {name!r}; choose one of {sorted(METHODS)}") from None
-    return cls(**options)
+    return cls.from_dict(options)
 
 
+def is_number(value: Any) -> bool:
+    """An int or float option value (YAML's true/false are bools, which Python counts as ints)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def choose(where: str, value: Any, allowed: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
+    """The canonical name of ``value`` among ``allowed`` (after ``aliases``), else an OptionError naming them.
+
+    Args:
+        where: what the message names, e.g. "ties option trim".
+        value: the value given.
+        allowed: the canonical values.
+        aliases: other spellings accepted, mapped to canonical values.
+    """
+    canonical = (aliases or {}).get(value, value) if isinstance(value, str) else value
+    if canonical not in allowed:
+        raise OptionError(f"{where} must be one of {list(allowed)}, got {value!r}")
+    return canonical
+
+
+def plain(value: Any) -> Any:
+    """An option value as YAML/JSON data: nested option dataclasses as dicts, tuples as lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
 class MergeMethod:
-    """Combine task vectors; subclasses set ``name`` and implement ``task_vector``."""
+    """Combine task vectors; subclasses set ``name``, declare their options as fields and implement ``task_vector``.
+
+    Frozen, so that a method is only a configuration: one object can serve any number of
+    merges, and what a run learns lives in that run's statistics (``new_statistics``).
+    """
 
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     needs_statistics: ClassVar[bool] = False
-    option_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.option_names))
+    def __post_init__(self) -> None:
+        """Validate and normalise the options (raise OptionError); subclasses extend it."""
+
+    def _set(self, option: str, value: Any) -> None:
+        """Store a normalised option in ``__post_init__`` (the dataclass is frozen)."""
+        object.__setattr__(self, option, value)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options a recipe may give: the dataclass fields (derived ones, ``init=False``, excluded)."""
+        return tuple(f.name for f in fields(cls) if f.init)
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> "MergeMethod":
+        """The method configured by ``options`` (a recipe's ``method_options``); unknown keys are refused."""
+        names = cls.option_names()
+        unknown = sorted(set(options) - set(names))
         if unknown:
             raise OptionError(
-                f"merge method {self.name!r} has no option(s) {unknown}; its options are {list(self.option_names) or 'none'}"
+                f"merge method {cls.name!r} has no option(s) {unknown}; its options are {list(names) or 'none'}"
             )
-        self.options = options
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain data, in field order: what recipes and hf_lines.json record."""
+        return {option: plain(getattr(self, option)) for option in self.option_names()}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options as plain data (``to_dict``)."""
+        return self.to_dict()
 
     def check_inputs(self, num_models: int) -> None:
         """Refuse a number of fine-tuned models the options do not fit (raise ValueError)."""
@@ -131,4 +191,4 @@ class MergeMethod:
 
     def describe(self) -> dict[str, Any]:
         """Name and options (plain data: they go to YAML and JSON as they are)."""
-        return {"method": self.name, **self.options}
+        return {"method": self.name, **self.to_dict()}

@@ -18,12 +18,14 @@ sum``, their ``use_ties`` setting); tau_t the task vectors that went into the me
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
 from hf_lines.errors import OptionError
-from hf_lines.core.methods.base import MergeMethod, get_method, register_method
+from hf_lines.core.methods.base import MergeMethod, choose, get_method, is_number, register_method
+from hf_lines.core.methods.dare import DareOptions
 from hf_lines.core.methods.task_vectors import iter_task_vectors
 
 BASES = ("task_arithmetic", "ties")
@@ -53,6 +55,7 @@ def consensus_mask(masks: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @register_method
+@dataclass(frozen=True)
 class Consensus(MergeMethod):
     """Consensus merging: tau_MTL (task arithmetic or TIES) restricted to entries that >= k TALL masks mark.
 
@@ -67,33 +70,47 @@ class Consensus(MergeMethod):
 
     name = "consensus"
     aliases = ("tall_masks", "consensus_merging")
-    option_names = ("k", "lam", "base_method", "density", "trim", "aggregate", "zero_sign", "dare")
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        k = options.get("k", 2)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise OptionError(f"consensus option k must be an integer >= 0, got {k!r}")
-        lam = options.get("lam", 0.4)
-        lams = lam if isinstance(lam, (list, tuple)) else [lam]
-        if not lams or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in lams):
-            raise OptionError(f"consensus option lam must be a number >= 0 or a list of them, got {lam!r}")
-        base = options.get("base_method", "task_arithmetic")
-        base = _BASE_ALIASES.get(base, base) if isinstance(base, str) else base
-        if base not in BASES:
-            raise OptionError(f"consensus option base_method must be one of {list(BASES)}, got {options.get('base_method')!r}")
-        base_options = {key: options[key] for key in ("dare", *_TIES_ONLY) if key in options}
+    k: int = 2
+    lam: float | tuple[float, ...] = 0.4  # a list is accepted and kept as a tuple (hashable)
+    base_method: str = "task_arithmetic"
+    # TIES options, None until base_method is ties; then the inner method's values (aggregate defaults to sum)
+    density: float | None = None
+    trim: str | None = None
+    aggregate: str | None = None
+    zero_sign: str | None = None
+    dare: DareOptions | None = None
+    inner: MergeMethod = field(init=False, repr=False, compare=False)  # the method that builds tau_MTL
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            raise OptionError(f"consensus option k must be an integer >= 0, got {self.k!r}")
+        many = isinstance(self.lam, (list, tuple))
+        lams = self.lam if many else [self.lam]
+        if not lams or any(not is_number(x) or x < 0 for x in lams):
+            raise OptionError(f"consensus option lam must be a number >= 0 or a list of them, got {self.lam!r}")
+        self._set("lam", tuple(float(x) for x in lams) if many else float(self.lam))
+        base = choose("consensus option base_method", self.base_method, BASES, _BASE_ALIASES)
+        base_options = {key: getattr(self, key) for key in _TIES_ONLY if getattr(self, key) is not None}
         if base == "ties":
             base_options.setdefault("aggregate", "sum")
-        elif any(key in options for key in _TIES_ONLY):
+        elif base_options:
             raise OptionError(f"consensus options {list(_TIES_ONLY)} apply only with base_method: ties")
-        self.k = k
-        self.lam = [float(x) for x in lams] if isinstance(lam, (list, tuple)) else float(lam)
-        self.inner = get_method(base, **base_options)
-        self.options = {"k": self.k, "lam": self.lam, "base_method": base, **self.inner.options}
+        inner = get_method(base, dare=self.dare, **base_options)
+        self._set("base_method", base)
+        self._set("inner", inner)
+        for option in inner.option_names():  # the inner method's normalised values and defaults
+            self._set(option, getattr(inner, option))
+
+    def to_dict(self) -> dict[str, Any]:
+        options = super().to_dict()
+        if self.base_method != "ties":  # unset, and not options of the task arithmetic base
+            for option in _TIES_ONLY:
+                del options[option]
+        return options
 
     def check_inputs(self, num_models: int) -> None:
-        if isinstance(self.lam, list) and len(self.lam) != num_models:
+        if isinstance(self.lam, tuple) and len(self.lam) != num_models:
             raise OptionError(f"consensus option lam lists {len(self.lam)} values for {num_models} models")
 
     @property
@@ -111,15 +128,14 @@ class Consensus(MergeMethod):
 
     def _lambdas(self, n: int) -> torch.Tensor:
         self.check_inputs(n)
-        lams = self.lam if isinstance(self.lam, list) else [self.lam] * n
+        lams = self.lam if isinstance(self.lam, tuple) else [self.lam] * n
         return torch.tensor(lams, dtype=torch.float32).reshape(-1, 1)
 
     def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float],
                     stats: Any = None) -> torch.Tensor:
         merged = self.inner.task_vector(name, base, models, weights, stats).reshape(-1)
         lam = self._lambdas(len(models))
-        dare = getattr(self.inner, "dare", None)
-        for start, stop, taus in iter_task_vectors(name, base, models, weights, dare):
+        for start, stop, taus in iter_task_vectors(name, base, models, weights, self.dare):
             part = merged[start:stop]
             part.mul_(consensus_mask(tall_masks(taus, part, lam), self.k))
         return merged.view(base.shape)

@@ -13,7 +13,7 @@ The methods take it as the option ``dare: {drop_rate: 0.9, seed: 0}``; ``dare_li
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import torch
@@ -55,13 +55,20 @@ class DareOptions:
         if isinstance(value, cls):
             return value
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"drop_rate", "seed"})
-            if unknown:
-                raise OptionError(f"dare has no option(s) {unknown}; its options are ['drop_rate', 'seed']")
-            return cls(**value)
+            return cls.from_dict(value)
         raise OptionError(f"dare must be a mapping like {{drop_rate: 0.9, seed: 0}}, true or false; got {value!r}")
 
-    def as_dict(self) -> dict[str, Any]:
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> "DareOptions":
+        """DareOptions from ``{drop_rate, seed}`` (either may be left out); unknown keys are refused."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise OptionError(f"dare has no option(s) {unknown}; its options are {names}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{drop_rate, seed}`` as plain data."""
         return asdict(self)
 
 

@@ -11,14 +11,17 @@
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 from hf_lines.errors import OptionError
-from hf_lines.core.methods.base import register_method
-from hf_lines.core.methods.task_arithmetic import Mean
+from hf_lines.core.methods.base import is_number, register_method
+from hf_lines.core.methods.dare import DareOptions
+from hf_lines.core.methods.task_arithmetic import Mean, WeightedSum
 
 
 @register_method
+@dataclass(frozen=True)
 class Soup(Mean):
     """Uniform model soup: tau_MTL = (1/N) sum_t w_t tau_t, the checkpoints' average minus theta_0.
 
@@ -31,7 +34,8 @@ class Soup(Mean):
 
 
 @register_method
-class WiseFT(Mean):
+@dataclass(frozen=True)
+class WiseFT(WeightedSum):
     """WiSE-FT: tau_MTL = gamma * (1/N) sum_t w_t tau_t (gamma * tau for one fine-tune).
 
     Options:
@@ -41,15 +45,16 @@ class WiseFT(Mean):
 
     name = "wise_ft"
     aliases = ("wiseft",)
-    option_names = ("gamma", "dare")
 
-    def __init__(self, **options: Any):
-        gamma = options.pop("gamma", 0.5)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-            raise OptionError(f"wise_ft option gamma must be a number, got {gamma!r}")
-        super().__init__(**options)
-        self.gamma = float(gamma)
-        self.options = {"gamma": self.gamma, **self.options}
+    gamma: float = 0.5
+    dare: DareOptions | None = None
+
+    def __post_init__(self) -> None:
+        if not is_number(self.gamma):
+            raise OptionError(f"wise_ft option gamma must be a number, got {self.gamma!r}")
+        self._set("gamma", float(self.gamma))
+        super().__post_init__()
 
     def _weights(self, weights: Sequence[float]) -> list[float]:
-        return [self.gamma * w for w in super()._weights(weights)]
+        n = len(weights)
+        return [self.gamma * (w / n) for w in weights]  # gamma times mean's weights, rounded as they are

@@ -5,6 +5,7 @@ vectors. Every one takes the option ``dare: {drop_rate, seed}``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -34,24 +35,18 @@ def dare_task_vector_sum(
     return out.view(base.shape)
 
 
-@register_method
-class TaskArithmetic(MergeMethod):
-    """tau_MTL = sum_t w_t tau_t.
+class WeightedSum(MergeMethod):
+    """tau_MTL = sum_t c_t tau_t with c_t from ``_weights``: the math of task_arithmetic, mean, soup and wise_ft.
 
-    Options:
-        dare: ``{drop_rate: 0.9, seed: 0}`` to DARE each task vector first (default: off).
+    Not a method itself: each subclass is a dataclass with a ``dare`` field (DareOptions or None),
+    declared there so that its options keep their order (wise_ft's gamma comes first).
     """
 
-    name = "task_arithmetic"
-    aliases = ("sum",)
-    option_names = ("dare",)
-    default_dare = False  # dare_linear turns it on
+    dare: DareOptions | None  # a field of each subclass
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        default = True if self.default_dare else None
-        self.dare = DareOptions.coerce(options.get("dare", default))
-        self.options = {"dare": self.dare.as_dict() if self.dare else None}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("dare", DareOptions.coerce(self.dare))
 
     def _weights(self, weights: Sequence[float]) -> list[float]:
         return list(weights)
@@ -86,6 +81,22 @@ class TaskArithmetic(MergeMethod):
 
 
 @register_method
+@dataclass(frozen=True)
+class TaskArithmetic(WeightedSum):
+    """tau_MTL = sum_t w_t tau_t.
+
+    Options:
+        dare: ``{drop_rate: 0.9, seed: 0}`` (or true for those) to DARE each task vector first (default: off).
+    """
+
+    name = "task_arithmetic"
+    aliases = ("sum",)
+
+    dare: DareOptions | None = None
+
+
+@register_method
+@dataclass(frozen=True)
 class Mean(TaskArithmetic):
     """Average of task vectors: tau_MTL = (1/N) sum_t w_t tau_t."""
 
@@ -97,9 +108,11 @@ class Mean(TaskArithmetic):
 
 
 @register_method
+@dataclass(frozen=True)
 class DareLinear(TaskArithmetic):
     """Task arithmetic over DARE'd task vectors: tau_MTL = sum_t w_t DARE(tau_t); ``dare`` defaults to {drop_rate: 0.9, seed: 0}."""
 
     name = "dare_linear"
     aliases = ("dare_task_arithmetic",)
-    default_dare = True
+
+    dare: DareOptions | None = DareOptions()
