@@ -18,7 +18,6 @@ from pathlib import Path
 from statistics import mean
 from typing import Callable
 
-import torch
 
 DEMO_TARGET = "min_first_half"  # the task whose fine-tune forgets the most in the run of docs/evidence.md
 
@@ -60,6 +59,7 @@ def run_demo(out: str | Path, alpha: float | None = None, beta: float | None = N
     """
     from transformers.utils import logging as hf_logging
 
+    from hf_lines.core.threads import intra_op_threads
     from hf_lines.errors import OptionError
     from hf_lines.eval import sweep
     from hf_lines.eval.synthetic import build_benchmark
@@ -79,28 +79,23 @@ def run_demo(out: str | Path, alpha: float | None = None, beta: float | None = N
         datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover - datasets is a dependency
         pass
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            bench = build_benchmark(tmp, config, log=log, tasks_to_finetune=[target])
-            start = time.perf_counter()
-            grid = ({"points": [(alpha, beta if beta is not None else 0.0, "LiNeS")]} if alpha is not None
-                    else {"gammas": [round(0.1 * i, 1) for i in range(11)]})
-            result = sweep(bench.base, bench.finetuned[target], bench.tasks(), rule={"single_task": {"target": target}},
-                           **grid)
-            best = result.best
-            log(f"selected gamma = {best.alpha:.1f} on validation (alpha = {best.alpha:g}, beta = {best.beta:g}) "
-                f"in {time.perf_counter() - start:.0f} s")
-            accuracy = [_row(result, name, name, target) for name in ("zero-shot", "fine-tuned")]
-            accuracy.append(_row(result, best, f"LiNeS (alpha={best.alpha:g}, beta={best.beta:g})", target))
-            merger = result.merger(best)
-            output = merger.save_pretrained(out, overwrite=overwrite, progress=False,
-                                            card_data={"tags": ["hf-lines-demo"]})
-            rows = [(b.block, b.scale, b.before, b.after) for b in merger.block_norms() if b.block is not None]
-            seconds = {**bench.seconds, "sweep": time.perf_counter() - start}
-    finally:
-        torch.set_num_threads(threads)
+    with intra_op_threads(1), tempfile.TemporaryDirectory() as tmp:
+        bench = build_benchmark(tmp, config, log=log, tasks_to_finetune=[target])
+        start = time.perf_counter()
+        grid = ({"points": [(alpha, beta if beta is not None else 0.0, "LiNeS")]} if alpha is not None
+                else {"gammas": [round(0.1 * i, 1) for i in range(11)]})
+        result = sweep(bench.base, bench.finetuned[target], bench.tasks(), rule={"single_task": {"target": target}},
+                       **grid)
+        best = result.best
+        log(f"selected gamma = {best.alpha:.1f} on validation (alpha = {best.alpha:g}, beta = {best.beta:g}) "
+            f"in {time.perf_counter() - start:.0f} s")
+        accuracy = [_row(result, name, name, target) for name in ("zero-shot", "fine-tuned")]
+        accuracy.append(_row(result, best, f"LiNeS (alpha={best.alpha:g}, beta={best.beta:g})", target))
+        merger = result.merger(best)
+        output = merger.save_pretrained(out, overwrite=overwrite, progress=False,
+                                        card_data={"tags": ["hf-lines-demo"]})
+        rows = [(b.block, b.scale, b.before, b.after) for b in merger.block_norms() if b.block is not None]
+        seconds = {**bench.seconds, "sweep": time.perf_counter() - start}
     return DemoResult(Path(output), rows, accuracy, best.alpha, best.beta, target, seconds)
 
 

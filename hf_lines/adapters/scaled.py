@@ -10,14 +10,14 @@ tensors (``modules_to_save``, saved embedding copies) become
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 from collections import Counter
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from hf_lines.core.threads import intra_op_threads
 from hf_lines.errors import AdapterError
 from hf_lines.core.methods import MergeMethod
 from hf_lines.adapters.delta import concat_rank, lerp_full, scale_b
@@ -58,22 +58,11 @@ def scaled_adapter(
 ) -> tuple[dict[str, torch.Tensor], Any]:
     """Tensors and LoraConfig of the adapter equal to base + lambda * sum_i c_i delta_i."""
     check_adapter_output(adapters)
-    with one_thread():
+    # LoRA factors are kB to MB: thread start-up costs more than the work (a 7B adapter: 2 s on 2 threads, 0.02 s on 1)
+    with intra_op_threads(1):
         if len(adapters) == 1:
             return _scale_one(adapters[0], coefs[0], scales, base), copy.deepcopy(adapters[0].config)
         return _concatenate(adapters, coefs, scales, base)
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread: LoRA factors are small (kB to MB), so thread start and join cost more than
-    the work, and on a busy machine they dominate (448 factors of a 7B adapter: 2 s on 2 threads, 0.02 s on one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _scale_one(ad: LoraAdapter, coef: float, scales: Mapping[str, float], base: BaseTensors) -> dict[str, torch.Tensor]:
@@ -114,25 +103,7 @@ def _concatenate(
                 "one PEFT adapter cannot do both: use output='model' (CLI: --output-format model)"
             )
 
-    out: dict[str, torch.Tensor] = {}
-    ranks: dict[str, int] = {}
-    with_bias = any(m.b_bias_key for parts in by_weight.values() for _, m, _ in parts)
-    for weight, parts in by_weight.items():
-        module = parts[0][1].module
-        embedding = {m.kind == "embedding" for _, m, _ in parts}
-        if len(embedding) > 1:
-            raise AdapterError(f"the adapters disagree on whether {module!r} is an embedding")
-        lam = scales[weight]
-        tensors = [(ad.tensor(m.a_key), ad.tensor(m.b_key), c * m.scaling * lam) for ad, m, c in parts]
-        dtype = promote_dtype([t for a, b, _ in tensors for t in (a, b)])
-        a, b = concat_rank(tensors, dtype)
-        if embedding.pop():
-            out[f"{PREFIX}{module}.lora_embedding_A"], out[f"{PREFIX}{module}.lora_embedding_B"] = a, b
-        else:
-            out[f"{PREFIX}{module}.lora_A.weight"], out[f"{PREFIX}{module}.lora_B.weight"] = a, b
-            if with_bias:
-                out[f"{PREFIX}{module}.lora_B.bias"] = _bias(parts, scales, b.shape[0], dtype)
-        ranks[module] = a.shape[0]
+    out, ranks, with_bias = stacked_lora([(ad, m, _times(c, scales)) for parts in by_weight.values() for ad, m, c in parts])
     for name, found in copies.items():
         saved = [ad.tensor(key) for ad, key, _ in found]
         t = lerp_full(base.get(name), saved, [c * scales[name] for _, _, c in found], promote_dtype(saved))
@@ -144,12 +115,57 @@ def _concatenate(
     return out, concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
 
 
-def _bias(parts: list, scales: Mapping[str, float], size: int, dtype: torch.dtype) -> torch.Tensor:
-    acc = torch.zeros(size, dtype=torch.float32)
-    for ad, m, c in parts:
-        if m.b_bias_key:
-            acc.add_(ad.tensor(m.b_bias_key).float(), alpha=c * m.scaling * scales.get(m.bias, scales[m.weight]))
-    return acc.to(dtype)
+Factor = Callable[[str], float]  # base tensor name -> the factor of one adapter's update of it
+
+
+def _times(coef: float, scales: Mapping[str, float]) -> Factor:
+    return lambda name: coef * scales[name]
+
+
+def stacked_lora(parts: Sequence[tuple[LoraAdapter, Any, Factor]]) -> tuple[dict[str, torch.Tensor], dict[str, int], bool]:
+    """LoRA modules of concatenated rank: ``B = [f_p(w) s_p B_p, ...]``, ``A = [A_p; ...]`` per base weight w.
+
+    Args:
+        parts: (adapter, its LoRA module, factor) triples, any number per module; ``factor(name)``
+            scales that adapter's update of base tensor ``name`` (a LoRA bias: its bias tensor's
+            name, or the weight's where the base has no such tensor).
+
+    Returns:
+        (tensors under peft's key names, rank per module, whether any module has a LoRA bias).
+    """
+    by_weight: dict[str, list[tuple[LoraAdapter, Any, Factor]]] = {}
+    for ad, m, f in parts:
+        by_weight.setdefault(m.weight, []).append((ad, m, f))
+    with_bias = any(m.b_bias_key for _, m, _ in parts)
+    out: dict[str, torch.Tensor] = {}
+    ranks: dict[str, int] = {}
+    for weight, found in by_weight.items():
+        module = found[0][1].module
+        kinds = {m.kind == "embedding" for _, m, _ in found}
+        if len(kinds) > 1:
+            raise AdapterError(f"the adapters disagree on whether {module!r} is an embedding")
+        tensors = [(ad.tensor(m.a_key), ad.tensor(m.b_key), f(weight) * m.scaling) for ad, m, f in found]
+        dtype = promote_dtype([t for a, b, _ in tensors for t in (a, b)])
+        a, b = concat_rank(tensors, dtype)
+        if kinds.pop():
+            out[f"{PREFIX}{module}.lora_embedding_A"], out[f"{PREFIX}{module}.lora_embedding_B"] = a, b
+        else:
+            out[f"{PREFIX}{module}.lora_A.weight"], out[f"{PREFIX}{module}.lora_B.weight"] = a, b
+            if with_bias:
+                bias = torch.zeros(b.shape[0], dtype=torch.float32)
+                for ad, m, f in found:
+                    if m.b_bias_key:
+                        bias.add_(ad.tensor(m.b_bias_key).float(), alpha=_bias_factor(f, m, weight) * m.scaling)
+                out[f"{PREFIX}{module}.lora_B.bias"] = bias.to(dtype)
+        ranks[module] = a.shape[0]
+    return out, ranks, with_bias
+
+
+def _bias_factor(factor: Factor, module: Any, weight: str) -> float:
+    try:
+        return factor(module.bias) if module.bias else factor(weight)
+    except KeyError:  # a LoRA bias on a layer whose base has no bias tensor follows its weight
+        return factor(weight)
 
 
 def promote_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:

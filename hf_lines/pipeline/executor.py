@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from hf_lines.core.threads import intra_op_threads, per_worker
 from hf_lines.errors import IncompatibleModelsError, NonFiniteError
 from hf_lines.core.methods.arithmetic import is_finite
 from hf_lines.io.checkpoint import Checkpoint
@@ -157,10 +158,7 @@ def stream(
             in_flight += cost(name)
             pending.append((name, pool.submit(compute, name)))
 
-    # torch's own intra-op threads on top of the pool oversubscribe the cores (6x slower measured)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines") as pool:
+    with intra_op_threads(per_worker(workers)), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-lines") as pool:
         try:
             fill()
             while pending:
@@ -175,7 +173,6 @@ def stream(
             for _, fut in pending:
                 fut.cancel()
             bar.close()
-            torch.set_num_threads(torch_threads)
 
 
 def statistics_pass(

@@ -1,46 +1,31 @@
 """LinesMerger: the public API that ties sources, layer map, method and writer together."""
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from hf_lines.io.buffers import OutputBuffers
-from hf_lines.io.file_sink import WriteMode
-from hf_lines.publish.plot import preload as preload_plotting
-from hf_lines.pipeline.device import runs_on_device, thread_transfer
-from hf_lines.pipeline.executor import (DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, compute_device, default_prefetch,
-                     default_workers, read_inputs, stream)
 from hf_lines.core.layers import LayerMap
-from hf_lines.core.methods.arithmetic import is_finite
 from hf_lines.core.layers.infer import StackMode
 from hf_lines.core.layers.map import Policy
 from hf_lines.core.lines import LinesConfig
-from hf_lines.errors import NonFiniteError, OptionError, RecipeError, writing
 from hf_lines.core.methods import MergeMethod, get_method
-from hf_lines.options import check_run_options, check_schedule, finite_number
-from hf_lines.io.support_files import copy_support_files
+from hf_lines.core.methods.arithmetic import is_finite
 from hf_lines.core.norms import BlockNorm, block_norms, tensor_norms
-from hf_lines.io import Checkpoint, ModelRef, resolve
-from hf_lines.pipeline.recipe import output_dtype, with_dtype, write_output_recipe
-from hf_lines.io.staging import input_paths, staged_output
+from hf_lines.errors import NonFiniteError, OptionError, RecipeError
+from hf_lines.io.buffers import OutputBuffers
+from hf_lines.io.file_sink import WriteMode
+from hf_lines.io.staging import input_paths
+from hf_lines.options import check_run_options, check_schedule, finite_number
+from hf_lines.pipeline.device import runs_on_device, thread_transfer
+from hf_lines.pipeline.executor import DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, read_inputs
+from hf_lines.pipeline.inputs import Parent, open_parent, parent_record
+from hf_lines.pipeline.recipe import output_dtype
 from hf_lines.pipeline.statistics import AutoAlpha, run_statistics
-from hf_lines.io.writer import ShardedWriter
-
-
-@dataclass
-class Parent:
-    """One input model: where it came from and the folder it was read from."""
-
-    ref: ModelRef
-    checkpoint: Checkpoint
-    weight: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class LinesMerger:
@@ -114,8 +99,8 @@ class LinesMerger:
         # schedule and method options are checked before any file is opened
         lines = LinesConfig(alpha, beta, policy, stacks, allow_large_lambda)
         merge_method = get_method(method, **method_options)
-        base_parent = _open(base, token=token)
-        parents = [_open(m, token=token, weight=w, base=base_parent) for m, w in zip(models, weights)]
+        base_parent = open_parent(base, token=token)
+        parents = [open_parent(m, token=token, weight=w, base=base_parent) for m, w in zip(models, weights)]
         layer_map = LayerMap.from_names(base_parent.checkpoint.names(), base_parent.checkpoint.config, stacks)
         return cls(base_parent, parents, lines, merge_method, layer_map, dtype=dtype)
 
@@ -162,10 +147,6 @@ class LinesMerger:
         ]
 
     # ----------------------------------------------------------------- run
-    def _prepare(self, progress: bool, workers: int | None = None) -> dict[str, float]:
-        self.compute_statistics(progress, workers)
-        return self.scales()
-
     def _resolve_alpha(self) -> None:
         if self.lines.alpha == "auto":
             self.compute_statistics(progress=False)
@@ -270,7 +251,8 @@ class LinesMerger:
 
     def state_dict(self, progress: bool = False) -> dict[str, torch.Tensor]:
         """The whole edited state dict in memory: for small models and tests."""
-        scales = self._prepare(progress)
+        self.compute_statistics(progress)
+        scales = self.scales()
         return {n: self.tensor(n, scales[n]) for n in self.base.checkpoint.names()}
 
     def to_model(self, model_class: Any = None, **kwargs: Any) -> Any:
@@ -330,7 +312,8 @@ class LinesMerger:
         direct I/O where the filesystem allows it, "buffered" the page cache.
         """
         from hf_lines.pipeline.adapter_output import resolve_output_format, save_merger_adapter
-        from hf_lines.publish.card import check_card_fields, check_card_template, write_merger_card
+        from hf_lines.pipeline.model_output import save_merger_model
+        from hf_lines.publish.card import check_card_fields
         from hf_lines.publish.hub import check_push_options, check_push_request
 
         check_card_fields(card_data)  # bad card fields, options or repo id fail now, not after hours of streaming
@@ -348,54 +331,10 @@ class LinesMerger:
                                       card_template=card_template, card_data=card_data,
                                       model_name=repo_id if push_to_hub else None)
             return self._finish_save(out, repo_id if push_to_hub else None, push_options)
-        model_name = repo_id if push_to_hub else Path(save_directory).name
-        check_card_template(card_template, lambda folder: write_merger_card(
-            self, folder, model_name=model_name, template=card_template, card_data=card_data, preview=True))
-        base = self.base.checkpoint
-        with staged_output(save_directory, overwrite=overwrite, inputs=self.input_paths(card_template)) as tmp:
-            scales = self._prepare(progress, workers)
-            infos = {n: with_dtype(base.info(n), self.dtype) for n in base.names()}
-            norms: dict[str, tuple[float, float]] = {}
-            plotting = preload_plotting()
-            writer = ShardedWriter(tmp, infos, max_shard_size, metadata={"hf_lines": "LiNeS"}, write_mode=write_mode)
-            workers = workers or default_workers()
-            prefetch = default_prefetch(workers)
-            # one more than can be in flight: take() never waits forever
-            buffers = OutputBuffers(prefetch + 1, phases=writer.phases())
-
-            def write(name: str, tensor: torch.Tensor) -> None:
-                writer.write(name, tensor)
-                buffers.give_back(name)
-
-            on = compute_device(device)
-            try:
-                stream(
-                    writer.order,
-                    lambda n: self.tensor(n, scales[n], norms, buffers, on),
-                    write,
-                    sizes={n: i.nbytes for n, i in infos.items()},
-                    # inputs and output of a tensor are alive while it is in flight
-                    costs={n: i.nbytes * (len(self.models) + 2) + self.method.working_bytes(i.numel) for n, i in infos.items()},
-                    budget=memory_budget,
-                    prefetch=prefetch,
-                    desc=f"LiNeS {self.method.name}",
-                    workers=workers,
-                    progress=progress,
-                )
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-            with writing(tmp):
-                copy_support_files(base.path, tmp)
-            with writing(tmp / "hf_lines.json"):
-                (tmp / "hf_lines.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
-            write_output_recipe(self, tmp, max_shard_size)
-            self.tensor_norms = norms
-            plotting.join()  # matplotlib's caches are not for two threads at once
-            write_merger_card(self, tmp, model_name=model_name, template=card_template, card_data=card_data)
-        self.tensor_norms = norms
-        out = Path(save_directory).expanduser().resolve()
+        out = save_merger_model(self, save_directory, overwrite=overwrite, max_shard_size=max_shard_size,
+                                progress=progress, workers=workers, memory_budget=memory_budget, device=device,
+                                write_mode=write_mode, card_template=card_template, card_data=card_data,
+                                model_name=repo_id if push_to_hub else Path(save_directory).name)
         return self._finish_save(out, repo_id if push_to_hub else None, push_options)
 
     def input_paths(self, *extra: str | Path | None) -> list[Path]:
@@ -446,8 +385,8 @@ class LinesMerger:
 
         return {
             "hf_lines_version": __version__,
-            "base_model": _ref_record(self.base),
-            "models": [{**_ref_record(m), "weight": m.weight} for m in self.models],
+            "base_model": parent_record(self.base),
+            "models": [{**parent_record(m), "weight": m.weight} for m in self.models],
             "method": self.method.describe(),
             **({"method_statistics": record} if (record := self.method.statistics_record(self.statistics)) else {}),
             **({"dtype": str(self.dtype).removeprefix("torch.")} if self.dtype is not None else {}),
@@ -497,27 +436,3 @@ def _check_output_finite(name: str, scale: float, after_norm: float, out: torch.
             f"overflows {str(dtype).removeprefix('torch.')}; choose smaller alpha and beta, or write a wider dtype "
             "(dtype='float32', recipe dtype: float32)"
         )
-
-
-def _open(spec: str | Path, *, token: str | bool | None, weight: float = 1.0, base: Parent | None = None) -> Parent:
-    ref = ModelRef.parse(spec)
-    path = resolve(spec, token=token)
-    from hf_lines.adapters import AdapterCheckpoint, is_adapter_folder
-
-    if is_adapter_folder(path):  # a PEFT adapter stands for base + its update
-        if base is None:
-            from hf_lines.errors import AdapterError
-
-            raise AdapterError(
-                f"{spec} is a PEFT adapter, not a full model: give the model it was trained on as the base "
-                "and the adapter among the fine-tuned models"
-            )
-        return Parent(ref, AdapterCheckpoint(path, base.checkpoint, label=str(spec)), weight)
-    return Parent(ref, Checkpoint(path, label=str(spec)), weight)
-
-
-def _ref_record(p: Parent) -> dict[str, Any]:
-    if p.ref.is_hub:
-        return {"repo_id": p.ref.repo_id, "revision": p.ref.revision, "path": None}
-    return {"repo_id": None, "revision": None, "path": str(p.checkpoint.path)}
-

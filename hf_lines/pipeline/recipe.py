@@ -32,7 +32,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 import yaml
@@ -54,6 +54,27 @@ _TOP_KEYS = ("base_model", "models", "method", "method_options", "parameters", "
 _MODEL_KEYS = ("model", "weight", "revision")
 _LINES_KEYS = ("alpha", "beta", "policy", "stacks", "allow_large_lambda")
 _OUTPUT_KEYS = ("max_shard_size",)
+
+
+class YamlDocument:
+    """A recipe written as YAML: ``to_dict`` in key order, an optional ``#`` header, atomic errors on write."""
+
+    flow_style: ClassVar[bool | None] = False  # yaml's default_flow_style
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_yaml(self, header: str | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=self.flow_style)
+        if header:
+            text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
+        return text
+
+    def save(self, path: str | Path, header: str | None = None) -> Path:
+        path = Path(path)
+        with writing(path):
+            path.write_text(self.to_yaml(header))
+        return path
 
 
 @dataclass
@@ -102,7 +123,7 @@ class OutputSpec:
 
 
 @dataclass
-class Recipe:
+class Recipe(YamlDocument):
     """A validated merge recipe; ``Recipe.load(path)``, ``Recipe.from_dict(d)``, ``to_yaml()``."""
 
     base_model: str
@@ -212,17 +233,6 @@ class Recipe:
         out["output"] = self.output.to_dict()
         return out
 
-    def to_yaml(self, header: str | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
-        if header:
-            text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
-        return text
-
-    def save(self, path: str | Path, header: str | None = None) -> Path:
-        path = Path(path)
-        with writing(path):
-            path.write_text(self.to_yaml(header))
-        return path
 
     # ------------------------------------------------------------------ use
     def merger_kwargs(self) -> dict[str, Any]:

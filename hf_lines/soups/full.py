@@ -10,23 +10,23 @@ output's ||sum_i w_i tau_i|| for its model card.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from hf_lines.core import kernels
+from hf_lines.core.threads import intra_op_threads, per_worker
 from hf_lines.pipeline.executor import default_workers
-from hf_lines.core.methods.arithmetic import CHUNK, weighted_sum_edit
+from hf_lines.core.methods.arithmetic import CHUNK
+from hf_lines.core.methods.task_arithmetic import TaskArithmetic
 from hf_lines.pipeline.multi_stream import stream_many
 from hf_lines.io.writer import ShardedWriter
 from hf_lines.soups.inputs import SoupInputs
 from hf_lines.soups.outputs import SoupOutput
 
 Inputs = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
+_TASK_ARITHMETIC = TaskArithmetic()
 
 
 def task_vector_gram(base: torch.Tensor, models: Sequence[torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
@@ -50,23 +50,10 @@ def soup_tensor(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Seq
     """base + scale * sum_i w_i (models[i] - base), stored in ``dtype`` (non-floating tensors: base)."""
     if not base.is_floating_point():
         return base.clone()
-    # the dispatch of TaskArithmetic.fused_merge / merge, so the bytes are those of `hf-lines merge`
-    fused = kernels.weighted_sum_edit(base, models, weights, scale)
-    out = fused[0] if fused is not None else weighted_sum_edit(base, models, weights, scale, chunk=CHUNK)
+    # task arithmetic's own dispatch, so the bytes are those of `hf-lines merge` of the output's recipe
+    fused = _TASK_ARITHMETIC.fused_merge("", base, models, weights, scale)
+    out = fused[0] if fused is not None else _TASK_ARITHMETIC.merge("", base, models, weights, scale)
     return out if out.dtype == dtype else out.to(dtype)
-
-
-@contextlib.contextmanager
-def threads_per_worker(workers: int):
-    """Intra-op threads = cores / workers while the pool runs: the pool already computes ``workers`` tensors at once,
-    and oversubscribed torch threads are several times slower on a busy machine (weighted_sum_edit on a 131M-element
-    bf16 tensor, 2 shared cores: 8.5 s with 2 intra-op threads, 1.4 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(workers, 1)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_full_outputs(
@@ -104,7 +91,7 @@ def write_full_outputs(
 
     workers = workers or default_workers()
     try:
-        with threads_per_worker(workers):
+        with intra_op_threads(per_worker(workers)):
             stream_many(
                 writers[0].order, read, compute, [w.write for w in writers],
                 sizes={n: i.nbytes for n, i in infos.items()},

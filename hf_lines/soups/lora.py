@@ -13,19 +13,15 @@ scale 1. (Averaging the A's and the B's separately, as the rewarded soups code d
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from hf_lines.adapters.delta import concat_rank
-from hf_lines.adapters.layout import PREFIX
 from hf_lines.adapters.reader import LoraAdapter
-from hf_lines.adapters.scaled import concatenated_config, promote_dtype, one_thread, scaled_adapter
+from hf_lines.adapters.scaled import Factor, concatenated_config, scaled_adapter, stacked_lora
+from hf_lines.core.threads import intra_op_threads
 from hf_lines.errors import AdapterError
 from hf_lines.soups.inputs import SoupInputs
-
-Factor = Callable[[str], float]  # base tensor name -> the factor of that part's update
-
 
 def adapter_output_blocker(inputs: SoupInputs) -> str | None:
     """Why this soup's outputs cannot be LoRA adapters (None when they can)."""
@@ -52,7 +48,7 @@ def soup_adapter(inputs: SoupInputs, weights: Sequence[float], scales: Mapping[s
         return scaled_adapter(policies, list(weights), scales, inputs.sft.checkpoint)
     parts: list[tuple[LoraAdapter, Factor]] = [(sft, lambda name: 1.0)]
     parts += [(ad, _factor(w, scales)) for ad, w in zip(policies, weights)]
-    with one_thread():
+    with intra_op_threads(1):
         return stacked_adapter(parts)
 
 
@@ -67,34 +63,10 @@ def stacked_adapter(parts: Sequence[tuple[LoraAdapter, Factor]]) -> tuple[dict[s
         parts: (adapter, factor) pairs; ``factor(name)`` scales the part's update of base tensor ``name``.
             Adapters must be plain LoRA without whole saved modules.
     """
-    by_weight: dict[str, list] = {}
-    for ad, factor in parts:
+    for ad, _ in parts:
         if ad.is_dora or ad.layout.full:
             raise AdapterError(f"{ad.label}: DoRA or whole saved modules cannot be stacked into one adapter")
-        for w, m in ad.layout.modules.items():
-            by_weight.setdefault(w, []).append((ad, m, factor))
-    with_bias = any(m.b_bias_key for found in by_weight.values() for _, m, _ in found)
-    out: dict[str, torch.Tensor] = {}
-    ranks: dict[str, int] = {}
-    for weight, found in by_weight.items():
-        module = found[0][1].module
-        kinds = {m.kind == "embedding" for _, m, _ in found}
-        if len(kinds) > 1:
-            raise AdapterError(f"the adapters disagree on whether {module!r} is an embedding")
-        tensors = [(ad.tensor(m.a_key), ad.tensor(m.b_key), f(weight) * m.scaling) for ad, m, f in found]
-        dtype = promote_dtype([t for a, b, _ in tensors for t in (a, b)])
-        a, b = concat_rank(tensors, dtype)
-        if kinds.pop():
-            out[f"{PREFIX}{module}.lora_embedding_A"], out[f"{PREFIX}{module}.lora_embedding_B"] = a, b
-        else:
-            out[f"{PREFIX}{module}.lora_A.weight"], out[f"{PREFIX}{module}.lora_B.weight"] = a, b
-            if with_bias:
-                bias = torch.zeros(b.shape[0], dtype=torch.float32)
-                for ad, m, f in found:
-                    if m.b_bias_key:
-                        bias.add_(ad.tensor(m.b_bias_key).float(), alpha=f(m.bias or weight) * m.scaling)
-                out[f"{PREFIX}{module}.lora_B.bias"] = bias.to(dtype)
-        ranks[module] = a.shape[0]
+    out, ranks, with_bias = stacked_lora([(ad, m, f) for ad, f in parts for m in ad.layout.modules.values()])
     adapters = [ad for ad, _ in parts]
     config = concatenated_config(adapters, ranks, adapters[0].module_paths(), with_bias)
     return out, config

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import yaml
 
-from hf_lines.errors import OptionError, RecipeError, writing
+from hf_lines.errors import OptionError, RecipeError
 from hf_lines.options import MIN_SHARD_SIZE, check_schedule, parse_size
-from hf_lines.pipeline.recipe import check_mapping, recipe_number, path_like, show_value
+from hf_lines.pipeline.recipe import YamlDocument, check_mapping, recipe_number, path_like, show_value
 from hf_lines.soups.weights import parse_lambdas, parse_weights
 
 SOUP_RECIPE_FILE = "hf_lines_soup.yaml"
@@ -35,9 +35,10 @@ _LINES_KEYS = ("alpha", "beta", "policy", "stacks", "allow_large_lambda")
 
 
 @dataclass
-class SoupRecipe:
+class SoupRecipe(YamlDocument):
     """A validated soup recipe: ``SoupRecipe.load(path)``, ``from_dict``, ``to_yaml``."""
 
+    flow_style: ClassVar[bool | None] = None  # weight vectors on one line each
     sft: str
     policies: list[str]
     lambdas: list[float] | None = None
@@ -146,14 +147,3 @@ class SoupRecipe:
         out["max_shard_size"] = self.max_shard_size
         return out
 
-    def to_yaml(self, header: str | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-        if header:
-            text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-        return text
-
-    def save(self, path: str | Path, header: str | None = None) -> Path:
-        path = Path(path)
-        with writing(path):
-            path.write_text(self.to_yaml(header))
-        return path
