@@ -97,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         data["output"] = args.output
     if args.save_best:
         data["save_best"] = args.save_best
-    return load_config(data)
+    return load_config(data, folder=Path(args.config).parent if args.config else None)
 
 
 def _data_arg(text: str) -> Any:

@@ -13,7 +13,7 @@ grid:                                   # any of these; they add up
 rule: merge                             # or {single_task: {target: a, target_weight: 2}} or {metric: {tasks: [a]}}
 tasks:
   a:
-    type: classification                # classification | image_classification | exact_match | lm_loss | callable
+    type: classification                # classification | image_classification | exact_match | lm_loss | lm_eval | callable
     validation: data/a_val.jsonl        # a file, or {dataset: org/name, name: cfg, split: validation}
     test: data/a_test.jsonl
     model: ./ft-a                       # its fine-tuned model (default: the i-th task is the i-th model)
@@ -21,11 +21,20 @@ tasks:
   b:
     type: callable
     callable: my_pkg.evals:score_b      # f(model) -> float, or with split=True: f(model, split)
+  arc:
+    type: lm_eval                       # lm-evaluation-harness (pip install 'hf-lines[lm-eval]')
+    validation: arc_easy_val            # lm-eval task(s): a name, a list, or {sweep name: lm-eval name}
+    test: arc_easy
+    metric: acc_norm                    # default: the task's first metric; its direction is the task's
+    options: {limit: 500, num_fewshot: 0, batch_size: 16, include_path: lm_tasks, seed: 1234}
 evaluate_test: best                     # best | all | none
 mode: auto                              # auto | memory | stream
 output: sweep-out                       # sweep.csv, sweep.json, sweep.png
 save_best: best-model                   # optional: write the selected model with its card
 ```
+
+Paths are used as written (relative to the working directory), except an lm_eval task's
+``include_path``, which is relative to the YAML file's folder.
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ import yaml
 
 from hf_lines.errors import LinesError
 from hf_lines.eval.evaluators import CallableEvaluator, ClassificationAccuracy, ExactMatch, LanguageModelLoss
+from hf_lines.eval.lm_eval import LmEvalHarness
 
 EVALUATORS: dict[str, type] = {
     "classification": ClassificationAccuracy,
@@ -46,6 +56,7 @@ EVALUATORS: dict[str, type] = {
     "generation": ExactMatch,
     "lm_loss": LanguageModelLoss,
     "perplexity": LanguageModelLoss,
+    "lm_eval": LmEvalHarness,
 }
 TOP_KEYS = {"base_model", "models", "method", "method_options", "weights", "policy", "stacks", "grid", "rule", "tasks",
             "evaluate_test", "mode", "model_class", "device", "output", "save_best"}
@@ -57,8 +68,12 @@ class SweepConfigError(LinesError):
     """A sweep config that does not fit the schema; the message names the key path."""
 
 
-def load_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A validated config dict from a YAML path or a mapping (paths stay as written)."""
+def load_config(source: str | Path | Mapping[str, Any], folder: str | Path | None = None) -> dict[str, Any]:
+    """A validated config dict from a YAML path or a mapping (paths stay as written).
+
+    ``folder`` is the YAML file's folder (default: the path's own folder; none for a mapping):
+    an lm_eval task's relative ``include_path`` is resolved against it.
+    """
     if isinstance(source, Mapping):
         data = dict(source)
     else:
@@ -68,6 +83,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, Mapping):
             raise SweepConfigError(f"{path}: the config must be a mapping, got {type(data).__name__}")
+        folder = path.parent if folder is None else folder
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise SweepConfigError(f"sweep: unknown key(s) {unknown}; known keys: {sorted(TOP_KEYS)}")
@@ -89,8 +105,30 @@ def load_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         if kind == "callable" and "callable" not in task:
             raise SweepConfigError(f"sweep.tasks.{name}: type callable needs callable: module:function")
         if kind != "callable" and "validation" not in task:
-            raise SweepConfigError(f"sweep.tasks.{name}: give its validation data")
+            what = "lm-eval task(s)" if kind == "lm_eval" else "data"
+            raise SweepConfigError(f"sweep.tasks.{name}: give its validation {what}")
+        if kind == "lm_eval":
+            data = _lm_eval_task(data, name, task, folder)
     return data
+
+
+def _lm_eval_task(data: dict[str, Any], name: str, task: Mapping[str, Any], folder: str | Path | None) -> dict[str, Any]:
+    """An lm_eval task's checks; a relative include_path joined to the YAML's folder (in a copy of ``data``)."""
+    if "higher_is_better" in task:
+        raise SweepConfigError(f"sweep.tasks.{name}.higher_is_better: an lm_eval task's direction is its metric's "
+                               f"higher_is_better in the task's metric_list")
+    options = task.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise SweepConfigError(f"sweep.tasks.{name}.options: expected a mapping, got {type(options).__name__}")
+    if "metric" in task and options.get("metric", task["metric"]) != task["metric"]:
+        raise SweepConfigError(f"sweep.tasks.{name}: metric {task['metric']!r} and options.metric "
+                               f"{options['metric']!r} disagree; give one")
+    include = options.get("include_path")
+    if include is None or folder is None or Path(include).is_absolute():
+        return data
+    tasks = dict(data["tasks"])
+    tasks[name] = {**task, "options": {**options, "include_path": str(Path(folder) / include)}}
+    return {**data, "tasks": tasks}
 
 
 def build_task(name: str, task: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -105,6 +143,8 @@ def build_task(name: str, task: Mapping[str, Any]) -> tuple[Any, Any]:
                     CallableEvaluator(lambda m: fn(m, "test"), metric, up))
         return CallableEvaluator(fn, metric, up), None
     cls = EVALUATORS[kind]
+    if kind == "lm_eval" and "metric" in task:
+        options["metric"] = task["metric"]
     try:
         val = cls(task["validation"], **options)
         test = cls(task["test"], **options) if task.get("test") is not None else None
