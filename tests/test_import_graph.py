@@ -137,3 +137,4 @@ def test_nothing_outside_a_module_calls_its_private_names():
                 wrong += [f"{path.relative_to(PACKAGE.parent)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert wrong == []
+

@@ -15,13 +15,14 @@ import torch
 
 from hf_lines.io.checkpoint import TensorInfo
 from hf_lines.adapters.delta import dora_weight, lora_delta
-from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.io.checkpoint import TensorSource
 
 
 class AdapterCheckpoint:
     """The fine-tuned model a LoRA adapter defines on ``base``, read one tensor at a time."""
 
-    def __init__(self, path: str | Path, base: BaseTensors, label: str | None = None):
+    def __init__(self, path: str | Path, base: TensorSource, label: str | None = None):
         self.adapter = LoraAdapter(path, base, label)
         self.base = base
         self.path = self.adapter.path

@@ -4,37 +4,24 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from hf_lines.errors import AdapterError
-from hf_lines.io.checkpoint import TensorInfo
 from hf_lines.adapters.config import adapter_weights_file, read_lora_config
 from hf_lines.adapters.delta import ModuleKind
 from hf_lines.adapters.layout import AdapterLayout, LoraModule, module_paths, parse_layout
 from hf_lines.adapters.model_facts import ModelFacts, model_facts
+from hf_lines.io.checkpoint import TensorSource
 
 log = logging.getLogger(__name__)
-
-
-class BaseTensors(Protocol):
-    """What an adapter needs of its base: a ``Checkpoint`` or a header-only Hub reader."""
-
-    path: Path
-    label: str
-    config: dict[str, Any]
-
-    def names(self) -> list[str]: ...
-    def info(self, name: str) -> TensorInfo: ...
-    def get(self, name: str) -> torch.Tensor: ...
-    def __contains__(self, name: str) -> bool: ...
 
 
 class LoraAdapter:
     """One LoRA adapter folder laid onto a base; reads adapter tensors on demand, never base weights."""
 
-    def __init__(self, path: str | Path, base: BaseTensors, label: str | None = None):
+    def __init__(self, path: str | Path, base: TensorSource, label: str | None = None):
         self.path = Path(path)
         self.label = label or str(path)
         self.base = base

@@ -14,7 +14,8 @@ from hf_lines.io.support_files import copy_support_files
 from hf_lines.io.staging import input_paths, staged_output
 from hf_lines.io import resolve
 from hf_lines.adapters.config import ADAPTER_CONFIG
-from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.io.checkpoint import TensorSource
 from hf_lines.adapters.scaled import linear_coefficients, scaled_adapter
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def check_adapter_card_template(template: str | Path | None, record: dict[str, A
                                                             **{**card, "plot": False}))
 
 
-def adapter_card_options(base: BaseTensors, adapters: Sequence[LoraAdapter], save_directory: str | Path,
+def adapter_card_options(base: TensorSource, adapters: Sequence[LoraAdapter], save_directory: str | Path,
                   template: str | Path | None, card_data: dict[str, Any] | None, model_name: str | None) -> dict[str, Any]:
     return {
         "config": base.config,
@@ -193,7 +194,7 @@ def scale_adapter(
     coefs = linear_coefficients(merge, weights)
     if coefs is None:
         raise AdapterError(f"merge method {method!r} is not linear; scale_adapter supports {linear_method_names()}")
-    base_reader: BaseTensors = open_base_headers(base, token=token)
+    base_reader: TensorSource = open_base_headers(base, token=token)
     opened = [open_adapter(s, base_reader, token=token) for s in specs]
     layer_map = LayerMap.from_names(base_reader.names(), base_reader.config, stacks)  # type: ignore[arg-type]
     scales = layer_map.scales(alpha, beta, policy)  # type: ignore[arg-type]
@@ -216,7 +217,7 @@ def scale_adapter(
                          overwrite=overwrite, keep_config=len(opened) == 1, card=card, inputs=inputs)
 
 
-def open_adapter(spec: str | Path, base: BaseTensors, *, token: str | bool | None = None) -> LoraAdapter:
+def open_adapter(spec: str | Path, base: TensorSource, *, token: str | bool | None = None) -> LoraAdapter:
     """A LoRA adapter from a local folder or a Hub ``repo@revision``, laid onto ``base``."""
     path = resolve(spec, token=token)
     if not (path / ADAPTER_CONFIG).is_file():

@@ -22,7 +22,8 @@ from hf_lines.errors import AdapterError
 from hf_lines.core.methods import MergeMethod
 from hf_lines.adapters.delta import concat_rank, lerp_full, scale_b
 from hf_lines.adapters.layout import BASE_LAYER, PREFIX
-from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.io.checkpoint import TensorSource
 
 # Merge methods whose merged task vector is sum_i c_i tau_i: name -> weights -> c_i.
 LINEAR_METHODS: dict[str, Callable[[Sequence[float]], list[float]]] = {
@@ -54,7 +55,7 @@ def scaled_adapter(
     adapters: Sequence[LoraAdapter],
     coefs: Sequence[float],
     scales: Mapping[str, float],
-    base: BaseTensors,
+    base: TensorSource,
 ) -> tuple[dict[str, torch.Tensor], Any]:
     """Tensors and LoraConfig of the adapter equal to base + lambda * sum_i c_i delta_i."""
     check_adapter_output(adapters)
@@ -65,7 +66,7 @@ def scaled_adapter(
         return _concatenate(adapters, coefs, scales, base)
 
 
-def _scale_one(ad: LoraAdapter, coef: float, scales: Mapping[str, float], base: BaseTensors) -> dict[str, torch.Tensor]:
+def _scale_one(ad: LoraAdapter, coef: float, scales: Mapping[str, float], base: TensorSource) -> dict[str, torch.Tensor]:
     factor: dict[str, float] = {}
     for m in ad.layout.modules.values():
         factor[m.b_key] = scales[m.weight] * coef
@@ -86,7 +87,7 @@ def _scale_one(ad: LoraAdapter, coef: float, scales: Mapping[str, float], base: 
 
 
 def _concatenate(
-    adapters: Sequence[LoraAdapter], coefs: Sequence[float], scales: Mapping[str, float], base: BaseTensors
+    adapters: Sequence[LoraAdapter], coefs: Sequence[float], scales: Mapping[str, float], base: TensorSource
 ) -> tuple[dict[str, torch.Tensor], Any]:
     by_weight: dict[str, list] = {}
     copies: dict[str, list] = {}

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
@@ -94,6 +94,22 @@ class TensorInfo:
 def natural_key(name: str) -> list[Any]:
     """Sort key that puts ``layers.2`` before ``layers.10``."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+@runtime_checkable
+class TensorSource(Protocol):
+    """What every input of a run is read through: a model folder (``Checkpoint``), a LoRA adapter
+    seen as the fine-tune it defines (``adapters.AdapterCheckpoint``), a Hub repo's headers
+    (``adapters.base_headers.HubHeaders``). Names and infos come without reading any weight."""
+
+    path: Path
+    label: str
+    config: dict[str, Any]
+
+    def names(self) -> list[str]: ...
+    def info(self, name: str) -> TensorInfo: ...
+    def get(self, name: str) -> torch.Tensor: ...
+    def __contains__(self, name: str) -> bool: ...
 
 
 class Checkpoint:

@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from hf_lines.core.threads import intra_op_threads, per_worker
 from hf_lines.errors import IncompatibleModelsError, NonFiniteError
 from hf_lines.core.methods.arithmetic import is_finite
-from hf_lines.io.checkpoint import Checkpoint
+from hf_lines.io.checkpoint import TensorSource
 
 log = logging.getLogger(__name__)
 
 
-def check_compatible(base: Checkpoint, models: Sequence[Checkpoint]) -> None:
+def check_compatible(base: TensorSource, models: Sequence[TensorSource]) -> None:
     """Refuse inputs that cannot be combined, before anything is written; warn once per model of other float dtypes."""
     base_type = base.config.get("model_type")
     base_names = set(base.names())
@@ -70,7 +70,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def read_inputs(
-    name: str, base: Checkpoint, models: Sequence[Checkpoint], check: bool = True
+    name: str, base: TensorSource, models: Sequence[TensorSource], check: bool = True
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Base and fine-tuned tensors for ``name``, refusing NaN or infinity.
 
@@ -83,7 +83,7 @@ def read_inputs(
     return tensors[0], tensors[1:]
 
 
-def check_finite(name: str, checkpoints: Sequence[Checkpoint], tensors: Sequence[torch.Tensor]) -> None:
+def check_finite(name: str, checkpoints: Sequence[TensorSource], tensors: Sequence[torch.Tensor]) -> None:
     """Raise ``NonFiniteError`` naming the checkpoint whose tensor ``name`` holds NaN or infinity."""
     for ckpt, t in zip(checkpoints, tensors):
         if not is_finite(t):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_lines.io import Checkpoint, ModelRef, resolve
+from hf_lines.io import Checkpoint, ModelRef, TensorSource, resolve
 
 
 @dataclass
@@ -13,7 +13,7 @@ class Parent:
     """One input model: where it came from and the folder it was read from."""
 
     ref: ModelRef
-    checkpoint: Checkpoint
+    checkpoint: TensorSource  # a model folder, or an adapter seen as the fine-tune it defines
     weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from hf_lines.adapters import AdapterCheckpoint, is_adapter_folder, read_lora_config
-from hf_lines.adapters.reader import BaseTensors, LoraAdapter
+from hf_lines.adapters.reader import LoraAdapter
+from hf_lines.io.checkpoint import TensorSource
 from hf_lines.pipeline.executor import check_compatible
 from hf_lines.errors import AdapterError, OptionError
 from hf_lines.io import Checkpoint, ModelRef, resolve
@@ -30,7 +31,7 @@ class MergedSFTCheckpoint(AdapterCheckpoint):
     facts of policy adapters come from there; ``adapter_path`` is the SFT adapter's folder.
     """
 
-    def __init__(self, adapter_path: str | Path, base: BaseTensors, label: str | None = None):
+    def __init__(self, adapter_path: str | Path, base: TensorSource, label: str | None = None):
         super().__init__(adapter_path, base, label)
         self.adapter_path = self.adapter.path
         self.path = base.path
