@@ -1,11 +1,10 @@
 """LinesMerger: the public API that ties sources, layer map, method and writer together."""
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -14,18 +13,21 @@ from hf_lines.core.layers.infer import StackMode
 from hf_lines.core.layers.map import Policy
 from hf_lines.core.lines import LinesConfig
 from hf_lines.core.methods import MergeMethod, get_method
-from hf_lines.core.methods.arithmetic import is_finite
 from hf_lines.core.norms import BlockNorm, block_norms, tensor_norms
-from hf_lines.errors import NonFiniteError, OptionError, RecipeError
+from hf_lines.errors import OptionError
 from hf_lines.io.buffers import OutputBuffers
 from hf_lines.io.file_sink import WriteMode
 from hf_lines.io.staging import input_paths
 from hf_lines.options import check_run_options, check_schedule, finite_number
 from hf_lines.pipeline.device import runs_on_device, thread_transfer
 from hf_lines.pipeline.executor import DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, read_inputs
+from hf_lines.pipeline.guards import check_auto_alpha, check_output_finite
 from hf_lines.pipeline.inputs import Parent, open_parent, parent_record
 from hf_lines.pipeline.recipe import output_dtype
 from hf_lines.pipeline.statistics import AutoAlpha, run_statistics
+
+if TYPE_CHECKING:
+    from hf_lines.pipeline.recipe import Recipe
 
 
 class LinesMerger:
@@ -56,7 +58,7 @@ class LinesMerger:
         self.dtype = output_dtype(dtype)
         self.output_options: dict[str, Any] = {}  # from a recipe: max_shard_size
         method.check_inputs(len(self.models))
-        _check_auto_alpha(self.lines.alpha, method.name, len(self.models))
+        check_auto_alpha(self.lines.alpha, method.name, len(self.models))
         self.method = method
         self.layer_map = layer_map
         self.tensor_norms: dict[str, tuple[float, float]] = {}
@@ -206,7 +208,7 @@ class LinesMerger:
                 out, stats = fused
                 if not stats.finite:
                     check_finite(name, checkpoints, [base, *models])  # raises, naming the checkpoint
-                _check_output_finite(name, scale, stats.norms[1], out)
+                check_output_finite(name, scale, stats.norms[1], out)
                 if norms is not None:
                     norms[name] = stats.norms
                 return out
@@ -240,7 +242,7 @@ class LinesMerger:
         if norms is not None and out.is_floating_point():
             norms[name] = tensor_norms(base, out, scale,
                                       lambda: self.method.task_vector(name, base, models, self.weights, self.statistics))
-            _check_output_finite(name, scale, norms[name][1], out)
+            check_output_finite(name, scale, norms[name][1], out)
         return out
 
     def block_norms(self) -> list[BlockNorm]:
@@ -401,38 +403,3 @@ class LinesMerger:
                 "towers": [{"name": t.name, "num_blocks": t.num_blocks} for t in self.layer_map.towers],
             },
         }
-
-
-def _check_auto_alpha(alpha: float | str, method: str, num_models: int) -> None:
-    """alpha = "auto" is the paper's rule for multi-task merges; with one model it cancels the schedule.
-
-    (1/N) ||sum tau||_1 / ||tau_MTL||_1 is 1 for one task vector and 1/gamma for WiSE-FT's
-    gamma * tau, so "auto" would silently undo the edit the user asked for.
-    """
-    if alpha == "auto" and method == "wise_ft":
-        raise RecipeError(
-            "alpha = 'auto' with wise_ft resolves to 1/gamma, which undoes gamma: WiSE-FT already fixes the scale; "
-            "give alpha and beta as numbers (alpha 1, beta 0 is plain WiSE-FT), or use task_arithmetic or ties to merge"
-        )
-    if alpha == "auto" and num_models == 1:
-        raise RecipeError(
-            f"alpha = 'auto' (the LiNeS paper's rule for multi-task merges) needs two or more fine-tuned models; "
-            f"with one model and method {method!r} it gives alpha = 1 (1/gamma for wise_ft) and cancels the "
-            "schedule: give alpha and beta as numbers, e.g. alpha 0.2, beta 0.8 (the paper's single-task edit)"
-        )
-
-
-def _check_output_finite(name: str, scale: float, after_norm: float, out: torch.Tensor) -> None:
-    """Refuse an output tensor that overflowed (finite inputs, a large lambda, a narrow dtype).
-
-    ``after_norm`` = ||out - base|| is computed anyway for the card, and any overflowed value
-    makes it non-finite: only then does the exact check run (huge finite values can overflow a
-    float32 sum of squares too), so a normal run pays nothing for it.
-    """
-    if not math.isfinite(after_norm) and not is_finite(out):
-        dtype = out.dtype
-        raise NonFiniteError(
-            f"tensor {name!r} came out with infinite or NaN values at lambda = {scale:g}: the scaled task vector "
-            f"overflows {str(dtype).removeprefix('torch.')}; choose smaller alpha and beta, or write a wider dtype "
-            "(dtype='float32', recipe dtype: float32)"
-        )

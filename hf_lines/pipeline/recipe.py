@@ -29,14 +29,15 @@ to the working directory. A merged folder holds the recipe that made it as
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import yaml
 
+from hf_lines.pipeline.yaml_schema import (YamlDocument, check_mapping, path_like, recipe_number, show_value,
+                                           string_value)
 from hf_lines.errors import OptionError, RecipeError, writing
 from hf_lines.core.layers.map import POLICIES
 from hf_lines.options import MIN_SHARD_SIZE, check_schedule, parse_size
@@ -54,27 +55,6 @@ _TOP_KEYS = ("base_model", "models", "method", "method_options", "parameters", "
 _MODEL_KEYS = ("model", "weight", "revision")
 _LINES_KEYS = ("alpha", "beta", "policy", "stacks", "allow_large_lambda")
 _OUTPUT_KEYS = ("max_shard_size",)
-
-
-class YamlDocument:
-    """A recipe written as YAML: ``to_dict`` in key order, an optional ``#`` header, atomic errors on write."""
-
-    flow_style: ClassVar[bool | None] = False  # yaml's default_flow_style
-
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def to_yaml(self, header: str | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=self.flow_style)
-        if header:
-            text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
-        return text
-
-    def save(self, path: str | Path, header: str | None = None) -> Path:
-        path = Path(path)
-        with writing(path):
-            path.write_text(self.to_yaml(header))
-        return path
 
 
 @dataclass
@@ -171,7 +151,7 @@ class Recipe(YamlDocument):
             )
         base = path_like(data["base_model"], "recipe.base_model")
         models = _models(data.get("models"))
-        method = _string(data.get("method", "task_arithmetic"), "recipe.method")
+        method = string_value(data.get("method", "task_arithmetic"), "recipe.method")
         options_key = "parameters" if "parameters" in data else "method_options"
         options = data.get(options_key) or {}
         if not isinstance(options, Mapping):
@@ -252,39 +232,6 @@ class Recipe(YamlDocument):
 
 
 # ---------------------------------------------------------------------- validation
-def show_value(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"
-
-
-def check_mapping(data: Any, where: str, allowed: tuple[str, ...]) -> None:
-    if not isinstance(data, Mapping):
-        raise RecipeError(f"{where}: expected a mapping, got {show_value(data)}")
-    for key in data:
-        if key not in allowed:
-            raise RecipeError(f"{where}.{key}: unknown key; expected one of {', '.join(allowed)}")
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise RecipeError(f"{where}: expected a non-empty string, got {show_value(value)}")
-    return value
-
-
-def path_like(value: Any, where: str) -> str:
-    if isinstance(value, Path):
-        return str(value)
-    return _string(value, where)
-
-
-def recipe_number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecipeError(f"{where}: expected a number, got {show_value(value)}")
-    if not math.isfinite(value):  # YAML's .nan and .inf are floats too
-        raise RecipeError(f"{where}: expected a finite number, got {value!r}; give a real value such as 0.5")
-    return float(value)
-
-
 def _models(value: Any) -> list[ModelSpec]:
     if value is None:
         raise RecipeError("recipe.models: required: a list of the fine-tuned models to merge")
@@ -302,7 +249,7 @@ def _models(value: Any) -> list[ModelSpec]:
         weight = recipe_number(item.get("weight", 1.0), f"{where}.weight")
         revision = item.get("revision")
         if revision is not None:
-            revision = _string(str(revision) if isinstance(revision, int) else revision, f"{where}.revision")
+            revision = string_value(str(revision) if isinstance(revision, int) else revision, f"{where}.revision")
             if "@" in model:
                 raise RecipeError(f"{where}: the revision is given twice, in model ({model!r}) and in revision")
         out.append(ModelSpec(model, weight, revision))

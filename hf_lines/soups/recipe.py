@@ -26,7 +26,7 @@ import yaml
 
 from hf_lines.errors import OptionError, RecipeError
 from hf_lines.options import MIN_SHARD_SIZE, check_schedule, parse_size
-from hf_lines.pipeline.recipe import YamlDocument, check_mapping, recipe_number, path_like, show_value
+from hf_lines.pipeline.yaml_schema import YamlDocument, check_mapping, path_like, recipe_number, show_value
 from hf_lines.soups.weights import parse_lambdas, parse_weights
 
 SOUP_RECIPE_FILE = "hf_lines_soup.yaml"
