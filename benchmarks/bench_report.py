@@ -62,7 +62,11 @@ def markdown(result: dict) -> str:
              f"TIES density={c['density']}, mergekit compute dtype {c.get('mergekit_dtype')}, repeats={c['repeat']} ({c['stat']} wall shown).",
              f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('ram_gb', '?')} GB RAM, "
              f"torch {m.get('torch', '?')}, Python {m['python']}. mergekit {result['tools'].get('mergekit_version', '–')}.",
-             "Wall time includes interpreter start-up and imports; inputs read into the page cache right before each run.", "",
+             "Wall time includes interpreter start-up and imports; " + (
+                 "every run starts from a cold page cache (sync; echo 1 > /proc/sys/vm/drop_caches)."
+                 if c.get("cold") and result.get("disk", {}).get("drop_caches", "permitted") == "permitted" else
+                 f"the page cache could NOT be dropped ({result['disk']['drop_caches']}): runs start warm or partly warm."
+                 if c.get("cold") else "inputs read into the page cache right before each run."), "",
              "| scenario | tool | wall s | peak RSS GB | wall ×floor | wall ×hf-lines | RSS ×hf-lines | note |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
@@ -89,6 +93,8 @@ SCENARIO_TITLES = {
     "ta4": "4-model task arithmetic",
     "ties4": "4-model TIES, per-tensor trim",
     "ties4-global": "4-model TIES, global trim",
+    "ta2-auto": "2-model task arithmetic, auto alpha",
+    "soup3": "rewarded soup, 3 outputs",
 }
 
 
@@ -168,6 +174,156 @@ def targets_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------ cold cache (performance.md, 7B)
+# (scenario, at most this many times the floor); the floor reads every input once and writes every output.
+COLD_TARGETS: list[tuple[str, float]] = [("single", 1.2), ("ta2-auto", 1.2), ("soup3", 1.3)]
+COLD_RSS_TARGET_GB = 2.0
+
+
+def _tool_title(row: dict) -> str:
+    title = f"floor, {row.get('read_passes', 2)} read passes" if row["tool"] == "floor-passes" else row["tool"]
+    return title + (", reads overlapped with writes" if row.get("overlap") else "")
+
+
+def _key(row: dict) -> tuple[str, str]:
+    return row["scenario"], row["tool"] + ("+overlap" if row.get("overlap") else "")
+
+
+def _best(row: dict) -> dict:
+    """The sample with the shortest wall time (the one the minimum quotes)."""
+    return min((s for s in row["samples"] if s["rc"] == 0), key=lambda s: s["wall_s"])
+
+
+def _floors(rows: dict, scenario: str) -> dict[str, dict]:
+    """The floors of a scenario that ran: plain (one read pass), same passes as the math, and overlapped ones."""
+    out = {}
+    for label, key in (("floor", "floor"), ("passes", "floor-passes"), ("overlap", "floor+overlap"),
+                       ("overlap_passes", "floor-passes+overlap")):
+        r = rows.get((scenario, key))
+        if r and r["status"] == "ok":
+            out[label] = r
+    out.setdefault("passes", out.get("floor"))
+    if "overlap" in out:
+        out.setdefault("overlap_passes", out["overlap"])
+    return {k: v for k, v in out.items() if v}
+
+
+def cold_table(results: list[dict]) -> str:
+    """Cold-cache runs (``run.py --cold``) of one or more result files: wall time, memory, ratios to the floors
+    (by the minimums), and, for each tool's fastest run, what the disk read and wrote (/proc/diskstats) and the CPU
+    seconds (user + system); the 1-minute load average before each run shows the other work on the machine."""
+    rows = {_key(r): r for result in results for r in result["rows"]}
+    scenarios = list(dict.fromkeys(k[0] for k in rows))
+    rank = ["floor", "floor+overlap", "floor-passes", "floor-passes+overlap", "hf-lines", "mergekit"]
+    rows = dict(sorted(rows.items(), key=lambda kv: (scenarios.index(kv[0][0]),
+                                                     rank.index(kv[0][1]) if kv[0][1] in rank else len(rank))))
+    overlapped = any(k[1].endswith("+overlap") for k in rows)
+    head = ("| scenario | tool | runs | wall s (min) | wall s (median) | peak RSS GB | × floor | × floor, same passes "
+            + ("| × overlapped floor, same passes " if overlapped else "")
+            + "| disk read GB (GB/s) | disk written GB (GB/s) | CPU s | load before | mergekit ÷ hf-lines |")
+    lines = [head, "| --- | --- |" + " ---: |" * (head.count("|") - 3)]
+    blank = "| " * (head.count("|") - 5)
+    for key, r in rows.items():
+        title = SCENARIO_TITLES.get(r["scenario"], r["scenario"])
+        if r["status"] != "ok":
+            lines.append(f"| {title} | {_tool_title(r)} | | {r['status']}: {r.get('note', '')} {blank}|")
+            continue
+        floors = _floors(rows, r["scenario"])
+        x = lambda which: _f(r["wall_s_min"] / floors[which]["wall_s_min"], ".2f") if which in floors else ""  # noqa: E731
+        ratio = ""
+        ours = rows.get((r["scenario"], "hf-lines"), {})
+        if r["tool"] == "mergekit" and ours.get("status") == "ok":
+            ratio = _f(r["wall_s_min"] / ours["wall_s_min"], ".2f")
+        b = _best(r)
+        disk = lambda k: (f"{b[k + '_gb']:.1f} ({b[k + '_gb_s']:.2f})" if k + "_gb" in b else "")  # noqa: E731
+        cpu = _f(b.get("user_s", 0) + b.get("sys_s", 0), ".0f") if "user_s" in b else ""
+        loads = [s["load_avg_1m_before"] for s in r["samples"] if "load_avg_1m_before" in s]
+        lines.append(f"| {title} | {_tool_title(r)} | {len(r['samples'])} | {_f(r['wall_s_min'], '.1f')} | "
+                     f"{_f(r['wall_s_median'], '.1f')} | {_f(r.get('peak_rss_gb'), '.2f')} | {x('floor')} | "
+                     f"{x('passes')} | " + (f"{x('overlap_passes')} | " if overlapped else "")
+                     + f"{disk('disk_read')} | {disk('disk_write')} | {cpu} | "
+                     f"{_range(loads, '.1f', '').strip() if loads else ''} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def cold_targets(results: list[dict]) -> str:
+    """The 7B cold-cache targets against the result files (ratios by the minimums, and by the medians)."""
+    rows = {_key(r): r for result in results for r in result["rows"]}
+    lines = ["| scenario | target | measured |", "| --- | --- | --- |"]
+
+    def against(ours: dict, floor: dict, limit: float) -> str:
+        by_min = ours["wall_s_min"] / floor["wall_s_min"]
+        text = f"{by_min:.2f}x ({_verdict(by_min, limit, True)})"
+        if len(ours["samples"]) > 1 and len(floor["samples"]) > 1:
+            text += f", {ours['wall_s_median'] / floor['wall_s_median']:.2f}x by the medians"
+        return text
+
+    for scenario, limit in COLD_TARGETS:
+        ours, floors = rows.get((scenario, "hf-lines")), _floors(rows, scenario)
+        title = SCENARIO_TITLES[scenario]
+        if not ours or ours["status"] != "ok" or "floor" not in floors:
+            lines.append(f"| {title} | within {limit}x of the floor | not measured |")
+            continue
+        parts = [f"the floor (one read pass): {against(ours, floors['floor'], limit)}"]
+        if floors["passes"] is not floors["floor"]:
+            parts.append(f"the floor reading the inputs {floors['passes'].get('read_passes', 2)} times, as the math "
+                         f"does: {against(ours, floors['passes'], limit)}")
+        if "overlap_passes" in floors:
+            parts.append(f"the overlapped floor with the same passes (another run): "
+                         f"{against(ours, floors['overlap_passes'], limit)}")
+        mk = rows.get((scenario, "mergekit"))
+        if mk and mk["status"] == "ok":
+            parts.append(f"mergekit takes {mk['wall_s_min'] / ours['wall_s_min']:.2f}x hf-lines' time")
+        lines.append(f"| {title} | within {limit}x of the floor | {'; '.join(parts)} (by the minimums) |")
+    rss = [r["peak_rss_gb"] for r in rows.values() if r["tool"] == "hf-lines" and r["status"] == "ok"]
+    if rss:
+        worst = max((r for r in rows.values() if r["tool"] == "hf-lines" and r["status"] == "ok"),
+                    key=lambda r: r["peak_rss_gb"])
+        verdict = "met" if max(rss) < COLD_RSS_TARGET_GB else f"missed: {SCENARIO_TITLES[worst['scenario']]}"
+        lines.append(f"| all | peak RSS under {COLD_RSS_TARGET_GB:g} GB | {min(rss):.2f} to {max(rss):.2f} GB ({verdict}) |")
+    return "\n".join(lines) + "\n"
+
+
+DISK_ROWS = [
+    ("read_direct", "sequential read, O_DIRECT, 16 MiB requests (dd iflag=direct)"),
+    ("read_direct_again", "the first of those files read again (shows a cache below the guest)"),
+    ("read_buffered", "sequential read() through the page cache, 16 MiB"),
+    ("read_mmap", "mapped file, pages touched in order (as a per-tensor mmap reader)"),
+    ("read_mmap_sequential", "the same with MADV_SEQUENTIAL"),
+    ("write_direct", "sequential write, O_DIRECT, 16 MiB, then fsync (dd oflag=direct)"),
+]
+
+
+def disk_table(result: dict) -> str:
+    """``disk_probe.py`` as run.py --cold ran it: the disk's own rates from a cold cache."""
+    d = result["disk"]
+    lines = ["| measurement | GB/s | runs |", "| --- | ---: | ---: |"]
+    for key, title in DISK_ROWS:
+        runs = d.get(key, [])
+        if runs:
+            lines.append(f"| {title} | {_range([r['gb_s'] for r in runs], '.2f', '').strip()} | {len(runs)} |")
+    rw = d.get("read_write_direct")
+    if rw:
+        lines.append(f"| reading and writing at once (O_DIRECT, one stream each) | {rw['read']['gb_s']:.2f} read + "
+                     f"{rw['write']['gb_s']:.2f} written | 1 |")
+    q = d.get("queue", {})
+    lines.append(f"| device `{q.get('device')}`: read_ahead_kb {q.get('read_ahead_kb')}, max_sectors_kb "
+                 f"{q.get('max_sectors_kb')}, scheduler {q.get('scheduler')}; drop_caches {d.get('drop_caches')} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def compute_table(data: dict) -> str:
+    """``profile_compute.py``: CPU seconds of each per-tensor step for a whole checkpoint, from memory, one thread."""
+    lines = ["| step (whole checkpoint, inputs in memory, 1 thread) | CPU s |", "| --- | ---: |"]
+    for key, value in data["cpu_s_whole_checkpoint_one_thread"].items():
+        lines.append(f"| {key} | {value:.1f} |")
+    for key, value in data["scenario_cpu_s_one_thread"].items():
+        lines.append(f"| **{SCENARIO_TITLES.get(key, key)}**: all its steps | {value:.1f} ({value / 2:.1f} s on 2 cores) |")
+    lines.append(f"| timed on {len(data['tensors'])} tensors, {data['sample_bytes'] / 1e9:.2f} GB of the "
+                 f"{data['checkpoint_bytes'] / 1e9:.2f} GB checkpoint, scaled by bytes | |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------ soups (soups.md)
 GIB = float(1 << 30)
 MIB = float(1 << 20)
@@ -236,6 +392,10 @@ RENDERERS: dict[str, Callable[[list[Path]], str]] = {
     "performance-targets": lambda paths: targets_table([_json(p) for p in paths]),
     "soup-table": lambda paths: soup_table(_json(paths[0])),
     "adapter-table": lambda paths: adapter_table(_json(paths[0])),
+    "cold-table": lambda paths: cold_table([_json(p) for p in paths]),
+    "cold-targets": lambda paths: cold_targets([_json(p) for p in paths]),
+    "disk-table": lambda paths: disk_table(_json(paths[0])),
+    "compute-table": lambda paths: compute_table(_json(paths[0])),
     # a markdown report a run wrote (examples/results/*/results.md), verbatim
     "include": lambda paths: "".join(p.read_text() for p in paths),
 }

@@ -80,10 +80,12 @@ class Diff:
 
 
 def compare_outputs(outputs: dict[str, Path], base: Path, finetuned: list[Path], *,
-                    alpha: float, beta: float, num_blocks: int, with_reference: bool) -> dict[str, dict]:
+                    alpha: float, beta: float, num_blocks: int, with_reference: bool,
+                    only: set[str] | None = None) -> dict[str, dict]:
     """Pairwise diffs between the tools' outputs (and vs the reference), one tensor at a time.
 
-    Keys look like "hf-lines vs mergekit" and "mergekit vs reference".
+    Keys look like "hf-lines vs mergekit" and "mergekit vs reference". ``only``: compare just
+    these tensors (a sample, where reading every tensor of 7B checkpoints costs minutes).
     """
     tools = sorted(outputs)
     diffs: dict[str, Diff] = {}
@@ -98,6 +100,8 @@ def compare_outputs(outputs: dict[str, Path], base: Path, finetuned: list[Path],
     ft_locs = [{n: p / f for f, names in checkpoint_files(p).items() for n in names} for p in finetuned]
     for fname, names in base_files.items():
         for name in names:
+            if only is not None and name not in only:
+                continue
             got = {}
             for tool in tools:
                 if name not in locations[tool]:

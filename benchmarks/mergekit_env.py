@@ -94,7 +94,7 @@ def mergekit_config(scenario: str, base: str | Path, models: list[str | Path], a
     cfg: dict = {"base_model": str(base), "dtype": dtype}
     if dtype != "bfloat16":
         cfg["out_dtype"] = "bfloat16"
-    if scenario in ("single", "ta4"):
+    if scenario in ("single", "ta4", "ta2-auto"):  # ta2-auto: alpha is the one hf-lines resolved
         cfg["merge_method"] = "task_arithmetic"
         cfg["models"] = [{"model": str(m), "parameters": {"weight": gradient}} for m in models]
     elif scenario == "ties4":
