@@ -383,6 +383,18 @@ def adapter_table(data: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ generated blocks in docs/
+def ab_table(result: dict) -> str:
+    """Two source trees compared (``ab.py``): min and median of the repeats, and whether the bytes agree."""
+    lines = ["| scenario | before (min / median) | after (min / median) | after / before (min / median) | same bytes |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['scenario']} | {r['before_s_min']:.2f} / {r['before_s_median']:.2f} s "
+                     f"| {r['after_s_min']:.2f} / {r['after_s_median']:.2f} s "
+                     f"| {r['after_x_before_min']:.3f} / {r['after_x_before_median']:.3f} "
+                     f"| {'yes' if r['same_bytes'] else 'NO'} ({r['files']} files) |")
+    return "\n".join(lines) + "\n"
+
+
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -396,6 +408,7 @@ RENDERERS: dict[str, Callable[[list[Path]], str]] = {
     "cold-targets": lambda paths: cold_targets([_json(p) for p in paths]),
     "disk-table": lambda paths: disk_table(_json(paths[0])),
     "compute-table": lambda paths: compute_table(_json(paths[0])),
+    "ab-table": lambda paths: ab_table(_json(paths[0])),
     # a markdown report a run wrote (examples/results/*/results.md), verbatim
     "include": lambda paths: "".join(p.read_text() for p in paths),
 }

@@ -10,8 +10,8 @@ of ``run.py`` runs per tensor and scales them to the whole checkpoint by bytes:
 - ``ta2-auto``: the statistics pass (finite check of every input and ``sum_l1_norm``, which
   for task arithmetic is computed twice: once as ||sum tau||_1 and once as ||tau_MTL||_1,
   the same number), then the merge (``weighted_sum_edit``, 2 models);
-- ``soup3``: ``task_vector_gram`` (the norms for the model cards) and three
-  ``soup_tensor`` (one per output).
+- ``soup3``: three outputs of the soup's plan (``pipeline.plan.output_tensor``, task
+  arithmetic of 2 models; the fused kernel measures each output's card norms on the way).
 
 CPU seconds for the whole 7B at one thread; divide by the cores (2 here) for the least wall
 time the arithmetic needs when it overlaps perfectly.
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from hf_lines.core.methods.arithmetic import is_finite
     from hf_lines.core.methods.task_vectors import sum_l1_norm
     from hf_lines.io.checkpoint import Checkpoint
-    from hf_lines.soups.full import soup_tensor, task_vector_gram
+    from hf_lines.core.methods.task_arithmetic import TaskArithmetic
+    from hf_lines.pipeline.plan import PlanOutput, output_tensor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("inputs", type=Path, help="folder with base/, ft1/, ft2/ (run.py's synthetic set)")
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
              or any(n.startswith(f"model.layers.{i}.") for i in layers)]
     total = sum(base.info(n).nbytes for n in base.names())
     sample = sum(base.info(n).nbytes for n in names)
+    soup = PlanOutput(TaskArithmetic(), (0.5, 0.5))
     steps = {
         "finite check, 3 inputs": lambda b, m: [is_finite(t) for t in (b, *m)],
         "sum_l1_norm, 2 models": lambda b, m: sum_l1_norm(b, m, [1.0, 1.0]),
         "weighted_sum_edit, 1 model (single edit)": lambda b, m: kernels.weighted_sum_edit(b, m[:1], [1.0], 0.7),
         "weighted_sum_edit, 2 models (merge)": lambda b, m: kernels.weighted_sum_edit(b, m, [1.0, 1.0], 0.7),
-        "task_vector_gram, 2 models (soup norms)": lambda b, m: task_vector_gram(b, m),
-        "soup_tensor, 2 models (one soup output)": lambda b, m: soup_tensor(b, m, [0.5, 0.5], 0.7, b.dtype),
+        "output_tensor, 2 models (one soup output)": lambda b, m: output_tensor(soup, "", [], b, m, 0.7, norms={}),
         "copy (memory bandwidth reference)": lambda b, m: b.clone(),
     }
     cpu = {k: 0.0 for k in steps}
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "single": whole["weighted_sum_edit, 1 model (single edit)"],
         "ta2-auto": whole["finite check, 3 inputs"] + 2 * whole["sum_l1_norm, 2 models"]
         + whole["weighted_sum_edit, 2 models (merge)"],
-        "soup3": whole["task_vector_gram, 2 models (soup norms)"] + 3 * whole["soup_tensor, 2 models (one soup output)"],
+        "soup3": 3 * whole["output_tensor, 2 models (one soup output)"],
     }
     res = {"tensors": names, "sample_bytes": sample, "checkpoint_bytes": total,
            "cpu_s_whole_checkpoint_one_thread": whole, "scenario_cpu_s_one_thread": plans}

@@ -43,6 +43,24 @@ def finite_number(value: Any, option: str) -> float:
     return float(value)
 
 
+def parse_number(value: Any, option: str, example: str = "") -> float:
+    """A number from the command line or a list (``"0.5"`` or ``0.5``) as a finite float.
+
+    A NaN or infinite grid value would score or write a model of NaN weights; ``example``
+    (e.g. ``"'0,0.5,1'"``) is shown after a value that is not a number at all.
+    """
+    if isinstance(value, bool):
+        raise OptionError(f"{option_name(option)}: {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        hint = f"; e.g. {example}" if example else ""
+        raise OptionError(f"{option_name(option)}: {value!r} is not a number{hint}") from None
+    if not math.isfinite(number):
+        raise OptionError(f"{option_name(option)}: {value!r} is not a finite number; give a real value such as 0.5")
+    return number
+
+
 def check_schedule(alpha: float | str, beta: float, *, allow_large_lambda: bool = False) -> None:
     """Refuse a LiNeS schedule with a non-finite lambda, or one beyond +-MAX_LAMBDA unless allowed.
 

@@ -86,10 +86,28 @@ def _env() -> dict[str, str]:
 
 
 # Imports first, then waits for a "go" file: the runs then reach their lock within milliseconds of each other.
+# Three runs start together. A loaded machine can start one so late that the winner has already
+# finished (then it finds a finished folder, not a lock): the winner holds its lock until the
+# other two have been refused (60 s at most), so the test sees the race it means to, every time.
 _GATED = """
 import sys, time, pathlib
 from hf_lines.cli import main
+from hf_lines.io import staging
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+acquire = staging.OutputLock.acquire
+
+def acquire_and_wait(lock):
+    try:
+        held = acquire(lock)
+    except staging.OutputLockedError:
+        (go.parent / ("refused-" + ready.name)).touch()
+        raise
+    deadline = time.time() + 60
+    while len(list(go.parent.glob("refused-*"))) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    return held
+
+staging.OutputLock.acquire = acquire_and_wait
 ready.touch()
 while not go.exists():
     time.sleep(0.005)

@@ -96,12 +96,12 @@ def test_merge_sweep_metrics_selection_and_files(family_models, bert_tasks, tmp_
 
 
 def test_sweep_writes_no_candidate_to_disk(family_models, bert_tasks, monkeypatch):
-    import hf_lines.pipeline.model_output as model_output
+    import hf_lines.pipeline.plan as plan
 
     def refuse(*a, **k):
         raise AssertionError("a sweep point was written to disk")
 
-    monkeypatch.setattr(model_output, "ShardedWriter", refuse)
+    monkeypatch.setattr(plan, "ShardedWriter", refuse)
     base, fts = family_models("bert", 2)
     tasks, _ = bert_tasks
     for mode in ("memory", "stream"):

@@ -17,10 +17,10 @@ from hf_lines.errors import CheckpointError
 from hf_lines.redact import scrub
 from hf_lines.io import Checkpoint, ModelRef, resolve
 from hf_lines.io.resolve import read_config
-from hf_lines.io.checkpoint import SAFETENSORS_DTYPES, TensorInfo, natural_key
+from hf_lines.io.checkpoint import SAFETENSORS_DTYPES, TensorIndex, TensorInfo
 
 
-class HubHeaders:
+class HubHeaders(TensorIndex):
     """A Hub model's config and safetensors headers; tensors are fetched shard by shard on demand."""
 
     def __init__(self, spec: str, token: str | bool | None = None):
@@ -46,15 +46,6 @@ class HubHeaders:
             for f in meta.files_metadata.values()
             for name, t in f.tensors.items()
         }
-
-    def names(self) -> list[str]:
-        return sorted(self._infos, key=natural_key)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._infos
-
-    def info(self, name: str) -> TensorInfo:
-        return self._infos[name]
 
     def get(self, name: str) -> torch.Tensor:
         from huggingface_hub import hf_hub_download

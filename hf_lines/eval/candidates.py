@@ -28,7 +28,9 @@ from typing import Any
 import torch
 
 from hf_lines.errors import OptionError
+from hf_lines.pipeline.executor import read_inputs
 from hf_lines.pipeline.merger import LinesMerger
+from hf_lines.pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "memory", "stream")
@@ -60,6 +62,7 @@ class CandidateModels:
         self.mode = mode if mode != "auto" else ("memory" if self._fits_in_memory() else "stream")
         self._theta0: dict[str, torch.Tensor] | None = None
         self._tau: dict[str, torch.Tensor] | None = None
+        self.plan: Plan | None = None  # the merge with its statistics, once prepared
         self.state = "base"
 
     # ------------------------------------------------------------------ setup
@@ -73,17 +76,16 @@ class CandidateModels:
 
     def prepare(self, progress: bool = False) -> None:
         """Run the method's statistics (and auto alpha) once; in memory mode compute tau_MTL once."""
-        self.merger.compute_statistics(progress=progress)  # once, shared by every point
+        if self.plan is None:
+            self.plan = self.merger.plan(progress)  # statistics once, shared by every point
         if self.mode != "memory" or self._tau is not None or self.via_disk:
             return
-        from hf_lines.pipeline.executor import read_inputs
-
-        m = self.merger
+        output = self.plan.outputs[0]
         theta0, tau = {}, {}
         for n in self.targets:
-            base, models = read_inputs(n, self.base, [p.checkpoint for p in m.models])
+            base, models = read_inputs(n, self.plan.base, self.plan.models)
             theta0[n] = base
-            tau[n] = m.method.task_vector(n, base, models, m.weights, m.statistics).float().reshape(base.shape)
+            tau[n] = output.method.task_vector(n, base, models, output.weights, output.statistics).float().reshape(base.shape)
         self._theta0, self._tau = theta0, tau
 
     @property
@@ -105,7 +107,7 @@ class CandidateModels:
                     target.copy_(torch.add(self._theta0[n].float(), self._tau[n], alpha=scales[n]))
             else:
                 for n, target in self.targets.items():
-                    target.copy_(self.merger.tensor(n, scales[n]))
+                    target.copy_(self.plan.tensor(0, n, scale=scales[n]))
         self.state = f"edit({alpha:g}, {beta:g})"
         return self.model
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from hf_lines.errors import OptionError
 from hf_lines.pipeline.merger import LinesMerger
-from hf_lines.options import check_device, finite_number, option_name
+from hf_lines.options import check_device, parse_number
 from hf_lines.eval.candidates import CandidateModels
 from hf_lines.eval.evaluators import Evaluator, as_evaluator
 from hf_lines.eval.results import Point, SweepResult
@@ -61,15 +61,15 @@ def make_grid(alphas: Iterable[Any] | None = None, betas: Iterable[float] | None
     if alphas is not None or betas is not None:
         for a in (list(alphas) if alphas is not None else [1.0]):
             for b in (list(betas) if betas is not None else [0.0]):
-                grid.append((_alpha(a), _number(b, "betas"), "uniform" if _number(b, "betas") == 0.0 else "LiNeS"))
+                grid.append((_alpha(a), parse_number(b, "betas"), "uniform" if parse_number(b, "betas") == 0.0 else "LiNeS"))
     for g in gammas or []:
-        grid.append((_number(g, "gammas"), 1.0 - _number(g, "gammas"), "LiNeS"))
+        grid.append((parse_number(g, "gammas"), 1.0 - parse_number(g, "gammas"), "LiNeS"))
     for p in points or []:
         if isinstance(p, Mapping):
-            grid.append((_alpha(p["alpha"]), _number(p.get("beta", 0.0), "points"), str(p.get("label", "point"))))
+            grid.append((_alpha(p["alpha"]), parse_number(p.get("beta", 0.0), "points"), str(p.get("label", "point"))))
         else:
             p = tuple(p)
-            beta = _number(p[1], "points")
+            beta = parse_number(p[1], "points")
             grid.append((_alpha(p[0]), beta, str(p[2]) if len(p) > 2 else ("uniform" if beta == 0 else "LiNeS")))
     if not grid:
         raise OptionError("empty grid: give alphas/betas, gammas or points")
@@ -81,16 +81,7 @@ def _alpha(a: Any) -> Any:
         return "auto"
     if isinstance(a, bool) or not isinstance(a, (int, float, str)):
         raise OptionError(f"alpha must be a number or 'auto', got {a!r}")
-    return _number(a, "alphas")
-
-
-def _number(value: Any, option: str) -> float:
-    """A grid value as a finite float: a NaN or infinite alpha or beta would score a model of NaN weights."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"{option_name(option)}: {value!r} is not a number") from None
-    return finite_number(number, option)
+    return parse_number(a, "alphas")
 
 
 class Sweep:

@@ -112,7 +112,22 @@ class TensorSource(Protocol):
     def __contains__(self, name: str) -> bool: ...
 
 
-class Checkpoint:
+class TensorIndex:
+    """Names and infos of a source from its headers (``_infos``), in natural order: ``layers.2`` before ``layers.10``."""
+
+    _infos: dict[str, TensorInfo]
+
+    def names(self) -> list[str]:
+        return sorted(self._infos, key=natural_key)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos
+
+    def info(self, name: str) -> TensorInfo:
+        return self._infos[name]
+
+
+class Checkpoint(TensorIndex):
     """Weights of one local model folder: names, shapes and dtypes from headers; tensors on demand."""
 
     def __init__(self, path: str | Path, label: str | None = None):
@@ -214,15 +229,6 @@ class Checkpoint:
             ) from e
 
     # -------------------------------------------------------------- access
-    def names(self) -> list[str]:
-        return sorted(self._infos, key=natural_key)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._infos
-
-    def info(self, name: str) -> TensorInfo:
-        return self._infos[name]
-
     def file_of(self, name: str) -> Path:
         return self._files[name]
 

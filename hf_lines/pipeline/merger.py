@@ -1,7 +1,7 @@
-"""LinesMerger: the public API that ties sources, layer map, method and writer together."""
+"""LinesMerger: the public API. It opens the inputs, resolves the schedule and compiles to a one-output ``Plan``
+(``hf_lines.pipeline.plan``), which the executor streams and the output modules write and describe."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -13,16 +13,15 @@ from hf_lines.core.layers.infer import StackMode
 from hf_lines.core.layers.map import Policy
 from hf_lines.core.lines import LinesConfig
 from hf_lines.core.methods import MergeMethod, get_method
-from hf_lines.core.norms import BlockNorm, block_norms, tensor_norms
+from hf_lines.core.norms import BlockNorm, block_norms
 from hf_lines.errors import OptionError
-from hf_lines.io.buffers import OutputBuffers
 from hf_lines.io.file_sink import WriteMode
 from hf_lines.io.staging import input_paths
 from hf_lines.options import check_run_options, check_schedule, finite_number
-from hf_lines.pipeline.device import runs_on_device, thread_transfer
 from hf_lines.pipeline.executor import DEFAULT_MEMORY_BUDGET, check_compatible, check_finite, read_inputs
-from hf_lines.pipeline.guards import check_auto_alpha, check_output_finite
+from hf_lines.pipeline.guards import check_auto_alpha
 from hf_lines.pipeline.inputs import Parent, open_parent, parent_record
+from hf_lines.pipeline.plan import Plan, PlanOutput
 from hf_lines.pipeline.recipe import output_dtype
 from hf_lines.pipeline.statistics import AutoAlpha, run_statistics
 
@@ -183,67 +182,24 @@ class LinesMerger:
                 raise OptionError(f"alpha = 'auto' resolved to {auto.value!r} from the task vectors: {e}") from None
         self._statistics_done = True
 
-    def tensor(
-        self,
-        name: str,
-        scale: float,
-        norms: dict[str, tuple[float, float]] | None = None,
-        buffers: OutputBuffers | None = None,
-        device: torch.device | None = None,
-    ) -> torch.Tensor:
-        """The edited tensor ``name`` (reads only that tensor of each input), on the CPU.
+    def output(self) -> PlanOutput:
+        """This merge as one output of a plan (its statistics, once computed, included)."""
+        return PlanOutput(self.method, tuple(self.weights), dtype=self.dtype, statistics=self.statistics)
 
-        Its task-vector norms go into ``norms``; with ``buffers`` the result lives in a
-        recycled buffer that the caller gives back once it is written; ``device`` is where
-        the arithmetic runs.
+    def plan(self, progress: bool = False, workers: int | None = None) -> Plan:
+        """The run ``save_pretrained`` streams: the statistics pass (if the method or auto alpha needs it) first."""
+        self.compute_statistics(progress, workers)
+        output = replace(self.output(), scales=self.scales())
+        return Plan(self.base.checkpoint, tuple(m.checkpoint for m in self.models), (output,))
+
+    def tensor(self, name: str, scale: float, norms: dict[str, tuple[float, float]] | None = None,
+               device: torch.device | None = None) -> torch.Tensor:
+        """The edited tensor ``name`` at lambda ``scale`` (reads only that tensor of each input), on the CPU.
+
+        Its task-vector norms go into ``norms``; ``device`` is where the arithmetic runs.
         """
-        checkpoints = [self.base.checkpoint, *[m.checkpoint for m in self.models]]
-        base, models = read_inputs(name, checkpoints[0], checkpoints[1:], check=False)
-        on_cpu = device is None or device.type == "cpu"
-        if on_cpu and base.is_floating_point() and self.dtype in (None, base.dtype):
-            # one fused pass: the edit, its norms and the finiteness check (hf_lines.core.kernels)
-            out = buffers.take(name, base.shape, base.dtype) if buffers is not None else None
-            fused = self.method.fused_merge(name, base, models, self.weights, scale, out=out, stats=self.statistics)
-            if fused is not None:
-                out, stats = fused
-                if not stats.finite:
-                    check_finite(name, checkpoints, [base, *models])  # raises, naming the checkpoint
-                check_output_finite(name, scale, stats.norms[1], out)
-                if norms is not None:
-                    norms[name] = stats.norms
-                return out
-            if buffers is not None:
-                buffers.give_back(name)
-        if not on_cpu and not runs_on_device(self.method):
-            warnings.warn(f"merge method {self.method.name!r} with dare computes on the CPU: DARE's masks are drawn "
-                          "there (seeded, the same on every device)", RuntimeWarning, stacklevel=2)
-        if on_cpu or not base.is_floating_point() or not runs_on_device(self.method):
-            check_finite(name, checkpoints, [base, *models])
-            return self._merge(name, base, models, scale, norms, buffers)
-        # this worker's CUDA stream and pinned staging: reading overlaps the copies (hf_lines.pipeline.device)
-        transfer = thread_transfer(device)
-        with transfer.computing():
-            base, models = transfer.upload(base), [transfer.upload(m) for m in models]
-            check_finite(name, checkpoints, [base, *models])
-            out = self._merge(name, base, models, scale, norms, None)
-        return transfer.download(out, buffers.take(name, out.shape, out.dtype) if buffers is not None else None)
-
-    def _merge(self, name: str, base: torch.Tensor, models: list[torch.Tensor], scale: float,
-               norms: dict[str, tuple[float, float]] | None, buffers: OutputBuffers | None) -> torch.Tensor:
-        """``method.merge`` on the device where the inputs lie, then the output dtype, the norms and the overflow check."""
-        if self.dtype is not None and base.is_floating_point():
-            base = base.float()  # compute in float32 and round once, to the output dtype
-        out = None
-        if buffers is not None and self.dtype is None and base.is_floating_point():
-            out = buffers.take(name, base.shape, base.dtype)
-        out = self.method.merge(name, base, models, self.weights, scale, out=out, stats=self.statistics)
-        if self.dtype is not None and out.is_floating_point():
-            out = out.to(self.dtype)
-        if norms is not None and out.is_floating_point():
-            norms[name] = tensor_norms(base, out, scale,
-                                      lambda: self.method.task_vector(name, base, models, self.weights, self.statistics))
-            check_output_finite(name, scale, norms[name][1], out)
-        return out
+        plan = Plan(self.base.checkpoint, tuple(m.checkpoint for m in self.models), (self.output(),))
+        return plan.tensor(0, name, norms=norms, device=device, scale=scale)
 
     def block_norms(self) -> list[BlockNorm]:
         """Per-block ||tau|| before and after scaling, from the last ``save_pretrained``."""

@@ -1,9 +1,9 @@
 """One read pass, several outputs: every output tensor computed from inputs read once.
 
-``stream_many`` runs ``engine.stream`` over (tensor, output) work items in tensor order,
+``stream_many`` runs ``executor.stream`` over (tensor, output) work items in tensor order,
 so the tensors of one name are computed one output after the other while the inputs of
 that name are read once and shared. Memory holds the inputs of at most a couple of
-names plus the engine's few tensors in flight: bounded by tensors, not by the model or
+names plus the executor's few tensors in flight: bounded by tensors, not by the model or
 the number of outputs.
 """
 from __future__ import annotations
@@ -64,6 +64,9 @@ def stream_many(
     writes: Sequence[Callable[[str, torch.Tensor], None]],
     *,
     sizes: dict[str, int] | None = None,
+    costs: Callable[[int, str], int] | None = None,
+    budget: int | None = None,
+    prefetch: int | None = None,
     desc: str = "LiNeS",
     workers: int | None = None,
     progress: bool = True,
@@ -77,6 +80,10 @@ def stream_many(
         compute: (output index, name, inputs) -> the output tensor.
         writes: one writer per output, called in ``order`` from the calling thread.
         sizes: bytes per name of one output (progress in bytes written).
+        costs: (output index, name) -> bytes that work item holds while in flight, for ``budget``
+            (``executor.stream``): count a name's shared inputs with one of its outputs.
+        budget: bytes the work items in flight may hold together (one always runs).
+        prefetch: work items in flight at most.
     """
     n = len(writes)
     shared = SharedReads(read, n)
@@ -97,4 +104,6 @@ def stream_many(
         writes[k](name, tensor)
 
     key_sizes = {key: sizes[name] for key, (_, name) in item_of.items()} if sizes else None
-    stream(keys, run, write, sizes=key_sizes, desc=desc, workers=workers, progress=progress)
+    key_costs = {key: costs(k, name) for key, (k, name) in item_of.items()} if costs else None
+    stream(keys, run, write, sizes=key_sizes, costs=key_costs, budget=budget, prefetch=prefetch, desc=desc,
+           workers=workers, progress=progress)

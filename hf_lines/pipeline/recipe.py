@@ -41,7 +41,6 @@ from hf_lines.pipeline.yaml_schema import (YamlDocument, check_mapping, path_lik
 from hf_lines.errors import OptionError, RecipeError, writing
 from hf_lines.core.layers.map import POLICIES
 from hf_lines.options import MIN_SHARD_SIZE, check_schedule, parse_size
-from hf_lines.io.checkpoint import TensorInfo
 
 if TYPE_CHECKING:
     from hf_lines.pipeline.merger import LinesMerger
@@ -353,10 +352,3 @@ def output_dtype(dtype: "torch.dtype | str | None") -> "torch.dtype | None":
     if name is None:
         raise OptionError(f"unknown output dtype {dtype!r}; use one of {sorted(set(DTYPES.values()))}")
     return getattr(torch, name)
-
-
-def with_dtype(info: TensorInfo, dtype: "torch.dtype | None") -> TensorInfo:
-    """The planned output tensor: floating tensors take the output dtype, others stay as they are."""
-    if dtype is None or not info.dtype.is_floating_point:
-        return info
-    return TensorInfo(info.shape, dtype)

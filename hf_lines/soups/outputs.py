@@ -7,10 +7,13 @@ from typing import Any, Sequence
 from hf_lines.errors import OptionError
 from hf_lines.core.layers import LayerMap
 from hf_lines.core.lines import LinesConfig
+from hf_lines.core.methods.task_arithmetic import TaskArithmetic
+from hf_lines.pipeline.plan import PlanOutput
 from hf_lines.soups.weights import lambda_of, output_name
 
 PLAIN_PREFIX = "plain-"  # the baseline sweep's folders when a LiNeS sweep is the main one
 PLAIN = LinesConfig(1.0, 0.0)
+TASK_ARITHMETIC = TaskArithmetic()  # a soup output is the task arithmetic merge of its recipe
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,10 @@ class SoupOutput:
     def scales(self, layer_map: LayerMap) -> dict[str, float]:
         """Tensor name -> lambda of its block (1 everywhere for the plain soup)."""
         return layer_map.scales(self.lines.alpha, self.lines.beta, self.lines.policy)  # type: ignore[arg-type]
+
+    def plan_output(self, layer_map: LayerMap) -> PlanOutput:
+        """This output as a plan's: task arithmetic of the policies with its weights, at its lambdas."""
+        return PlanOutput(TASK_ARITHMETIC, self.weights, self.scales(layer_map))
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -22,9 +22,10 @@ from hf_lines.core.lines import LinesConfig
 from hf_lines.options import check_run_options, check_schedule
 from hf_lines.io.support_files import copy_support_files
 from hf_lines.io.staging import OutputLock, absolute, check_not_input, input_paths, staged_output
+from hf_lines.pipeline.executor import DEFAULT_MEMORY_BUDGET
+from hf_lines.pipeline.plan import Plan, execute
 from hf_lines.soups.cards import FORMULA, soup_recipe, write_output_files
 from hf_lines.soups.disk import DEFAULT_RESERVE, Passes, check_passes, free_bytes, plan_groups
-from hf_lines.soups.full import soup_tensor, write_full_outputs
 from hf_lines.soups.index import SoupIndex
 from hf_lines.soups.inputs import SoupInputs, open_inputs
 from hf_lines.soups.lora import adapter_output_blocker, soup_adapter
@@ -152,13 +153,14 @@ class RewardedSoup:
                    lines: bool = True) -> dict[str, torch.Tensor]:
         """theta(w) in memory (small models, tests); ``lines=False`` gives the plain soup."""
         w = tuple(weights) if weights is not None else weights_for_lambdas([lam], self.num_policies)[0]  # type: ignore[list-item]
-        out = plan_outputs([w], self.lines if lines else None, False)[0]
-        scales, infos = out.scales(self.layer_map), self.inputs.infos()
-        result = {}
-        for name in self.inputs.weights_reader.names():
-            base, models = self.inputs.read(name)
-            result[name] = soup_tensor(base, models, w, scales[name], infos[name].dtype)
-        return result
+        plan = self.plan(plan_outputs([w], self.lines if lines else None, False))
+        return {name: plan.tensor(0, name) for name in plan.names()}
+
+    def plan(self, outs: Sequence[SoupOutput]) -> Plan:
+        """The run that writes ``outs``: theta_SFT and the policies in, one task-arithmetic output each."""
+        inputs = self.inputs
+        return Plan(inputs.sft.checkpoint, tuple(p.checkpoint for p in inputs.policies),
+                    tuple(o.plan_output(self.layer_map) for o in outs))
 
     # ----------------------------------------------------------------- write
     def save_pretrained(
@@ -261,10 +263,9 @@ class RewardedSoup:
             with contextlib.ExitStack() as stack:
                 tmps = [stack.enter_context(staged_output(outdir / o.name, overwrite=overwrite, inputs=inputs))
                         for o in chosen]
-                found = write_full_outputs(
-                    self.inputs, chosen, tmps, [o.scales(self.layer_map) for o in chosen],
-                    max_shard_size=max_shard_size, workers=workers, progress=progress, norms=norms,
-                )
+                found = execute(self.plan(chosen), tmps, max_shard_size=max_shard_size, workers=workers,
+                                memory_budget=DEFAULT_MEMORY_BUDGET, norms=norms, progress=progress,
+                                desc=f"rewarded soup x{len(chosen)}")
                 for o, tmp, nrm in zip(chosen, tmps, found):
                     self._copy_support(tmp)
                     write_output_files(self, o, tmp, fmt, norms=nrm, **files)

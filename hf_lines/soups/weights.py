@@ -10,22 +10,14 @@ import math
 from typing import Any, Sequence
 
 from hf_lines.errors import OptionError
-from hf_lines.options import option_name
+from hf_lines.options import parse_number
 
 # Weights are rounded to this many decimals, so that 0:1:11 gives 0.3, not 0.30000000000000004.
 DECIMALS = 12
 
 
 def _number(text: Any, where: str) -> float:
-    if isinstance(text, bool):
-        raise OptionError(f"{option_name(where)}: {text!r} is not a number")
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise OptionError(f"{option_name(where)}: {text!r} is not a number; e.g. '0,0.5,1' or '0:1:11'") from None
-    if not math.isfinite(value):
-        raise OptionError(f"{option_name(where)}: {text!r} is not a finite number")
-    return value
+    return parse_number(text, where, "'0,0.5,1' or '0:1:11'")
 
 
 def parse_lambdas(spec: str | Sequence[float]) -> list[float]:

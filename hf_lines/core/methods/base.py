@@ -1,7 +1,9 @@
 """The merge-method interface and its registry.
 
 A method turns the base tensor and N fine-tuned tensors into the edited tensor
-theta_0 + lambda * tau_MTL. Methods that need numbers over the whole model (a global
+theta_0 + lambda * tau_MTL. Every method's tau_MTL is generalized task arithmetic
+(``generalized``): the method only says which stages it runs (``stages``) and with which
+coefficients (``task_weights``). Methods that need numbers over the whole model (a global
 TIES threshold, auto alpha) declare it and get a statistics pass first.
 
 A method object is its configuration, a frozen dataclass in the manner of peft's config
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import torch
 
+from hf_lines.core.methods.generalized import Stages, staged_task_vector
 from hf_lines.errors import OptionError
 
 if TYPE_CHECKING:
@@ -66,7 +69,7 @@ def plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class MergeMethod:
-    """Combine task vectors; subclasses set ``name``, declare their options as fields and implement ``task_vector``.
+    """Combine task vectors; subclasses set ``name``, declare their options as fields and implement ``stages``.
 
     Frozen, so that a method is only a configuration: one object can serve any number of
     merges, and what a run learns lives in that run's statistics (``new_statistics``).
@@ -135,11 +138,22 @@ class MergeMethod:
     def finish_statistics(self, stats: Any) -> bool | None:
         """Called after each statistics pass; return True to ask for one more pass over the same tensors."""
 
+    def task_weights(self, weights: Sequence[float]) -> list[float]:
+        """The coefficient of each task vector in the stages (mean divides the given weights by N)."""
+        return list(weights)
+
+    def stages(
+        self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], stats: Any = None
+    ) -> Stages:
+        """The generalized task-arithmetic steps of one tensor (``generalized.Stages``), from the options and ``stats``."""
+        raise NotImplementedError
+
     def task_vector(
         self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], stats: Any = None
     ) -> torch.Tensor:
         """tau_MTL for one tensor: a new float32 tensor that the caller may modify (``stats``: the run's, if any)."""
-        raise NotImplementedError
+        stages = self.stages(name, base, models, weights, stats)
+        return staged_task_vector(name, base, models, self.task_weights(weights), stages)
 
     def task_vector_l1(
         self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], stats: Any = None

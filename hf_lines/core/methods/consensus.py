@@ -18,40 +18,23 @@ sum``, their ``use_ties`` setting); tau_t the task vectors that went into the me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-import torch
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from hf_lines.errors import OptionError
 from hf_lines.core.methods.base import MergeMethod, choose, get_method, is_number, register_method
 from hf_lines.core.methods.dare import DareOptions
-from hf_lines.core.methods.task_vectors import iter_task_vectors
+from hf_lines.core.methods.generalized import Stages
+from hf_lines.core.methods.stack_steps import consensus_mask, tall_masks
+
+if TYPE_CHECKING:
+    from hf_lines.core.methods.ties import TiesMerge
+
+__all__ = ["BASES", "Consensus", "consensus_mask", "tall_masks"]
 
 BASES = ("task_arithmetic", "ties")
 _BASE_ALIASES = {"sum": "task_arithmetic", "ta": "task_arithmetic"}
 _TIES_ONLY = ("density", "trim", "aggregate", "zero_sign")
-
-
-def tall_masks(taus: torch.Tensor, merged: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """TALL mask per task: |tau_t| > lam_t * |tau_MTL - tau_t|.
-
-    Args:
-        taus: (N, B) float32 task vectors.
-        merged: (B,) float32 multi-task vector.
-        lam: (N, 1) float32 lambda per task.
-    """
-    return taus.abs() > (merged - taus).abs_().mul_(lam)
-
-
-def consensus_mask(masks: torch.Tensor, k: int) -> torch.Tensor:
-    """Entries that at least ``k`` tasks' masks mark.
-
-    Args:
-        masks: (N, B) boolean TALL masks.
-        k: minimum number of tasks.
-    """
-    return masks.sum(0) >= k
 
 
 @register_method
@@ -74,13 +57,14 @@ class Consensus(MergeMethod):
     k: int = 2
     lam: float | tuple[float, ...] = 0.4  # a list is accepted and kept as a tuple (hashable)
     base_method: str = "task_arithmetic"
-    # TIES options, None until base_method is ties; then the inner method's values (aggregate defaults to sum)
+    # TIES options, None until base_method is ties; then the TIES config's values (aggregate defaults to sum)
     density: float | None = None
     trim: str | None = None
     aggregate: str | None = None
     zero_sign: str | None = None
     dare: DareOptions | None = None
-    inner: MergeMethod = field(init=False, repr=False, compare=False)  # the method that builds tau_MTL
+    # with base_method ties: the TIES config whose stages (and statistics) come before the mask
+    ties: "TiesMerge | None" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
@@ -96,10 +80,11 @@ class Consensus(MergeMethod):
             base_options.setdefault("aggregate", "sum")
         elif base_options:
             raise OptionError(f"consensus options {list(_TIES_ONLY)} apply only with base_method: ties")
+        # the base method validates and normalises its options (and names them in its errors)
         inner = get_method(base, dare=self.dare, **base_options)
         self._set("base_method", base)
-        self._set("inner", inner)
-        for option in inner.option_names():  # the inner method's normalised values and defaults
+        self._set("ties", inner if base == "ties" else None)
+        for option in inner.option_names():  # the base method's normalised values and defaults
             self._set(option, getattr(inner, option))
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,30 +100,22 @@ class Consensus(MergeMethod):
 
     @property
     def needs_statistics(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_statistics
+        return self.ties is not None and self.ties.needs_statistics
 
     def new_statistics(self, num_models: int) -> Any:
-        return self.inner.new_statistics(num_models)
+        return self.ties.new_statistics(num_models) if self.ties is not None else None
 
     def observe(self, stats, name, base, models, weights) -> bool | None:
-        return self.inner.observe(stats, name, base, models, weights)
+        return self.ties.observe(stats, name, base, models, weights) if self.ties is not None else None
 
     def finish_statistics(self, stats) -> bool | None:
-        return self.inner.finish_statistics(stats)
-
-    def _lambdas(self, n: int) -> torch.Tensor:
-        self.check_inputs(n)
-        lams = self.lam if isinstance(self.lam, tuple) else [self.lam] * n
-        return torch.tensor(lams, dtype=torch.float32).reshape(-1, 1)
-
-    def task_vector(self, name: str, base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float],
-                    stats: Any = None) -> torch.Tensor:
-        merged = self.inner.task_vector(name, base, models, weights, stats).reshape(-1)
-        lam = self._lambdas(len(models))
-        for start, stop, taus in iter_task_vectors(name, base, models, weights, self.dare):
-            part = merged[start:stop]
-            part.mul_(consensus_mask(tall_masks(taus, part, lam), self.k))
-        return merged.view(base.shape)
+        return self.ties.finish_statistics(stats) if self.ties is not None else None
 
     def statistics_record(self, stats: Any) -> dict[str, Any]:
-        return self.inner.statistics_record(stats)
+        return self.ties.statistics_record(stats) if self.ties is not None else {}
+
+    def stages(self, name, base, models, weights, stats=None) -> Stages:
+        self.check_inputs(len(models))
+        merged = self.ties.stages(name, base, models, weights, stats) if self.ties is not None else Stages(dare=self.dare)
+        lams = self.lam if isinstance(self.lam, tuple) else (self.lam,) * len(models)
+        return replace(merged, consensus_k=self.k, consensus_lams=lams)

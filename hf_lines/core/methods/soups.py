@@ -17,12 +17,12 @@ from typing import Sequence
 from hf_lines.errors import OptionError
 from hf_lines.core.methods.base import is_number, register_method
 from hf_lines.core.methods.dare import DareOptions
-from hf_lines.core.methods.task_arithmetic import Mean, WeightedSum
+from hf_lines.core.methods.task_arithmetic import WeightedSum, mean_weights
 
 
 @register_method
 @dataclass(frozen=True)
-class Soup(Mean):
+class Soup(WeightedSum):
     """Uniform model soup: tau_MTL = (1/N) sum_t w_t tau_t, the checkpoints' average minus theta_0.
 
     Options:
@@ -31,6 +31,11 @@ class Soup(Mean):
 
     name = "soup"
     aliases = ("model_soup", "uniform_soup")
+
+    dare: DareOptions | None = None
+
+    def task_weights(self, weights: Sequence[float]) -> list[float]:
+        return mean_weights(weights)
 
 
 @register_method
@@ -55,6 +60,6 @@ class WiseFT(WeightedSum):
         self._set("gamma", float(self.gamma))
         super().__post_init__()
 
-    def _weights(self, weights: Sequence[float]) -> list[float]:
+    def task_weights(self, weights: Sequence[float]) -> list[float]:
         n = len(weights)
         return [self.gamma * (w / n) for w in weights]  # gamma times mean's weights, rounded as they are

@@ -20,21 +20,21 @@ For each task vector w_t tau_t (DARE'd first when asked):
 
 ``dare_ties`` replaces the magnitude trim by DARE (density defaults to 1, as mergekit's
 ``dare_ties``); ``ties`` with a ``dare:`` option DAREs first and then trims, as the DARE
-paper combines them.
+paper combines them. Both are stages of ``generalized.staged_task_vector``: ``TiesMerge``
+turns the options and the run's statistics into them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from hf_lines.core import kernels
 from hf_lines.errors import OptionError
 from hf_lines.core.methods.base import MergeMethod, choose, is_number, register_method
 from hf_lines.core.methods.dare import DareOptions
+from hf_lines.core.methods.generalized import Stages
 from hf_lines.core.methods.task_vectors import iter_task_vectors
-from hf_lines.core.methods.ties_math import ties_sign_total, ties_task_vector
+from hf_lines.core.methods.ties_math import ties_sign_total
 from hf_lines.core.methods.ties_statistics import TiesStatistics, observe_histograms, tensor_thresholds
 
 TRIM_SCOPES = ("global", "tensor")
@@ -43,30 +43,18 @@ ZERO_SIGNS = ("model", "tensor")
 _TRIM_ALIASES = {"per_tensor": "tensor", "per-tensor": "tensor", "model": "global"}
 
 
-@register_method
-@dataclass(frozen=True)
-class Ties(MergeMethod):
-    """TIES: trim each task vector to its top ``density`` magnitudes, elect signs, disjoint mean.
+class TiesMerge(MergeMethod):
+    """The stages sparsify (DARE, then trim) -> elect -> disjoint merge, and the whole-model numbers they need.
 
-    Options:
-        density: fraction of each task vector kept by the trim, in (0, 1] (default 0.2).
-        trim: "global" (threshold over the whole model, the paper's code; default) or
-            "tensor" (per tensor, as mergekit; "per_tensor" is accepted too).
-        aggregate: "mean" (default, the TIES paper) or "sum" of the agreeing entries.
-        zero_sign: where the trimmed values of an entry cancel exactly, the elected sign is that
-            of the total of elected signs over the whole "model" (default, the authors' code; one
-            more read pass) or over the "tensor" (no extra pass).
-        dare: ``{drop_rate, seed}`` to DARE each task vector before trimming (default: off).
+    Not a method itself: ``ties`` and ``dare_ties`` are dataclasses declaring the fields
+    ``density, trim, aggregate, zero_sign, dare`` with their own defaults.
     """
 
-    name = "ties"
-    aliases = ("ties_merging",)
-
-    density: float = 0.2
-    trim: str = "global"
-    aggregate: str = "mean"
-    zero_sign: str = "model"
-    dare: DareOptions | None = None
+    density: float  # the fields of each subclass
+    trim: str
+    aggregate: str
+    zero_sign: str
+    dare: DareOptions | None
 
     def __post_init__(self) -> None:
         if not is_number(self.density) or not 0.0 < self.density <= 1.0:
@@ -112,6 +100,14 @@ class Ties(MergeMethod):
     def finish_statistics(self, stats: "TiesStatistics") -> bool:
         return stats.finish()
 
+    def statistics_record(self, stats: "TiesStatistics | None") -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if stats is not None and self.global_trim and stats.thresholds is not None:
+            record["global_thresholds"] = stats.thresholds
+        if stats is not None and stats.sign_total is not None:
+            record["sign_total"] = stats.sign_total
+        return record
+
     # ------------------------------------------------------------ merge
     def _thresholds_for(self, name, base, models, weights, stats: "TiesStatistics | None") -> list[float]:
         if self.density >= 1.0:
@@ -131,6 +127,12 @@ class Ties(MergeMethod):
             raise RuntimeError("TIES with zero_sign 'model' needs its statistics pass first (LinesMerger runs it)")
         return stats.sign_total
 
+    def stages(self, name, base, models, weights, stats=None) -> Stages:
+        # density 1 keeps everything: no magnitude trim (dare_ties' default)
+        thresholds = None if self.density >= 1.0 else tuple(self._thresholds_for(name, base, models, weights, stats))
+        return Stages(dare=self.dare, thresholds=thresholds, elect=True, sign_total=self._sign_total(stats),
+                      aggregate=self.aggregate)
+
     def fused_merge(self, name, base, models, weights, scale, out=None, stats=None):
         if self.dare is not None or not kernels.available():
             return None
@@ -138,27 +140,43 @@ class Ties(MergeMethod):
         return kernels.ties_edit(base, models, weights, thresholds, scale, self.aggregate, out=out,
                                  sign_total=self._sign_total(stats))
 
-    def task_vector(self, name, base, models, weights, stats=None) -> torch.Tensor:
-        thresholds = self._thresholds_for(name, base, models, weights, stats)
-        return ties_task_vector(name, base, models, weights, thresholds, self.aggregate, self.dare,
-                                self._sign_total(stats))
 
-    def statistics_record(self, stats: "TiesStatistics | None") -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        if stats is not None and self.global_trim and stats.thresholds is not None:
-            record["global_thresholds"] = stats.thresholds
-        if stats is not None and stats.sign_total is not None:
-            record["sign_total"] = stats.sign_total
-        return record
+@register_method
+@dataclass(frozen=True)
+class Ties(TiesMerge):
+    """TIES: trim each task vector to its top ``density`` magnitudes, elect signs, disjoint mean.
+
+    Options:
+        density: fraction of each task vector kept by the trim, in (0, 1] (default 0.2).
+        trim: "global" (threshold over the whole model, the paper's code; default) or
+            "tensor" (per tensor, as mergekit; "per_tensor" is accepted too).
+        aggregate: "mean" (default, the TIES paper) or "sum" of the agreeing entries.
+        zero_sign: where the trimmed values of an entry cancel exactly, the elected sign is that
+            of the total of elected signs over the whole "model" (default, the authors' code; one
+            more read pass) or over the "tensor" (no extra pass).
+        dare: ``{drop_rate, seed}`` to DARE each task vector before trimming (default: off).
+    """
+
+    name = "ties"
+    aliases = ("ties_merging",)
+
+    density: float = 0.2
+    trim: str = "global"
+    aggregate: str = "mean"
+    zero_sign: str = "model"
+    dare: DareOptions | None = None
 
 
 @register_method
 @dataclass(frozen=True)
-class DareTies(Ties):
+class DareTies(TiesMerge):
     """TIES with DARE in place of the magnitude trim: density defaults to 1, dare to {drop_rate: 0.9, seed: 0}."""
 
     name = "dare_ties"
     aliases = ()
 
     density: float = 1.0
+    trim: str = "global"
+    aggregate: str = "mean"
+    zero_sign: str = "model"
     dare: DareOptions | None = DareOptions()
