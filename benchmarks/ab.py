@@ -12,7 +12,6 @@ hashed: the trees must write the same bytes. Writes ``<results-dir>/<name>.json`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import statistics
@@ -23,23 +22,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import run  # noqa: E402
 from bench_report import ab_table, machine  # noqa: E402
+from compare import output_digest  # noqa: E402
 from synthetic import make_checkpoint_set  # noqa: E402
 
 LAUNCHER = [sys.executable, "-c", "import sys; from hf_lines.cli import main; sys.exit(main())"]
 PROBE = "import hf_lines, sys; sys.stdout.write(hf_lines.__file__)"
-
-
-def output_digest(out: Path) -> dict[str, str]:
-    """sha256 of every safetensors shard and index below ``out`` (a soup writes one folder per output)."""
-    files = sorted(p for p in out.rglob("*") if p.name.endswith((".safetensors", ".safetensors.index.json")))
-    digests = {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while chunk := fh.read(64 << 20):
-                h.update(chunk)
-        digests[str(f.relative_to(out))] = h.hexdigest()
-    return digests
 
 
 def imported_from(tree: Path) -> str:

@@ -12,6 +12,7 @@ Also ||a - b|| / ||b - theta_0|| over the whole checkpoint: the error relative t
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -20,6 +21,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from safetensors_stream import checkpoint_files, read_tensor  # noqa: E402
+
+
+def output_digest(out: Path) -> dict[str, str]:
+    """sha256 of every safetensors shard and index below ``out`` (a soup writes one folder per output)."""
+    files = sorted(p for p in out.rglob("*") if p.name.endswith((".safetensors", ".safetensors.index.json")))
+    digests = {}
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(64 << 20):
+                h.update(chunk)
+        digests[str(f.relative_to(out))] = h.hexdigest()
+    return digests
+
 
 BLOCK = re.compile(r"^model\.layers\.(\d+)\.")
 

@@ -14,7 +14,6 @@ runs this with the tests on the GPU machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -31,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_report import machine  # noqa: E402
+from compare import output_digest  # noqa: E402
 from synthetic import make_checkpoint_set  # noqa: E402
 
 SCENARIOS = {"single": 1, "ta2": 2, "ties2": 2}  # name -> fine-tuned inputs
@@ -60,17 +60,6 @@ def warm(folders: list[Path]) -> None:
             with open(f, "rb") as fh:
                 while fh.read(64 << 20):
                     pass
-
-
-def digests(folder: Path) -> dict[str, str]:
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.index.json")):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while block := fh.read(64 << 20):
-                h.update(block)
-        out[f.name] = h.hexdigest()
-    return out
 
 
 def count_differences(a: Path, b: Path) -> dict:
@@ -209,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                         outs[device] = out
             if len(outs) > 1:
                 names = list(outs)
-                ref = digests(outs[names[0]])
+                ref = output_digest(outs[names[0]])
                 for other in names[1:]:
-                    same = digests(outs[other]) == ref
+                    same = output_digest(outs[other]) == ref
                     cmp = {"identical_bytes": same}
                     if not same:
                         cmp.update(count_differences(outs[names[0]], outs[other]))

@@ -56,9 +56,7 @@ def parse_number(value: Any, option: str, example: str = "") -> float:
     except (TypeError, ValueError):
         hint = f"; e.g. {example}" if example else ""
         raise OptionError(f"{option_name(option)}: {value!r} is not a number{hint}") from None
-    if not math.isfinite(number):
-        raise OptionError(f"{option_name(option)}: {value!r} is not a finite number; give a real value such as 0.5")
-    return number
+    return finite_number(number, option)
 
 
 def check_schedule(alpha: float | str, beta: float, *, allow_large_lambda: bool = False) -> None:

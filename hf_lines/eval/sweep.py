@@ -61,9 +61,11 @@ def make_grid(alphas: Iterable[Any] | None = None, betas: Iterable[float] | None
     if alphas is not None or betas is not None:
         for a in (list(alphas) if alphas is not None else [1.0]):
             for b in (list(betas) if betas is not None else [0.0]):
-                grid.append((_alpha(a), parse_number(b, "betas"), "uniform" if parse_number(b, "betas") == 0.0 else "LiNeS"))
+                beta = parse_number(b, "betas")
+                grid.append((_alpha(a), beta, "uniform" if beta == 0.0 else "LiNeS"))
     for g in gammas or []:
-        grid.append((parse_number(g, "gammas"), 1.0 - parse_number(g, "gammas"), "LiNeS"))
+        gamma = parse_number(g, "gammas")
+        grid.append((gamma, 1.0 - gamma, "LiNeS"))
     for p in points or []:
         if isinstance(p, Mapping):
             grid.append((_alpha(p["alpha"]), parse_number(p.get("beta", 0.0), "points"), str(p.get("label", "point"))))

@@ -189,7 +189,9 @@ class LinesMerger:
     def plan(self, progress: bool = False, workers: int | None = None) -> Plan:
         """The run ``save_pretrained`` streams: the statistics pass (if the method or auto alpha needs it) first."""
         self.compute_statistics(progress, workers)
-        output = replace(self.output(), scales=self.scales())
+        return self._plan_of(replace(self.output(), scales=self.scales()))
+
+    def _plan_of(self, output: PlanOutput) -> Plan:
         return Plan(self.base.checkpoint, tuple(m.checkpoint for m in self.models), (output,))
 
     def tensor(self, name: str, scale: float, norms: dict[str, tuple[float, float]] | None = None,
@@ -198,8 +200,7 @@ class LinesMerger:
 
         Its task-vector norms go into ``norms``; ``device`` is where the arithmetic runs.
         """
-        plan = Plan(self.base.checkpoint, tuple(m.checkpoint for m in self.models), (self.output(),))
-        return plan.tensor(0, name, norms=norms, device=device, scale=scale)
+        return self._plan_of(self.output()).tensor(0, name, norms=norms, device=device, scale=scale)
 
     def block_norms(self) -> list[BlockNorm]:
         """Per-block ||tau|| before and after scaling, from the last ``save_pretrained``."""
