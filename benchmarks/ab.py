@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in scenarios:
         models = fts[: run.SCENARIOS[scenario]]
         walls: dict[str, list[float]] = {k: [] for k in trees}
+        peaks: dict[str, list[float]] = {k: [] for k in trees}
         digests: dict[str, dict[str, str]] = {}
         for rep in range(args.repeat):
             for side, tree in trees.items():
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 if sample["rc"] != 0:
                     raise SystemExit(f"{scenario} ({side}) failed: " + " | ".join(sample["log_tail"][-3:]))
                 walls[side].append(sample["wall_s"])
+                if sample.get("peak_rss_gb") is not None:
+                    peaks[side].append(sample["peak_rss_gb"])
                 print(f"  {scenario:<12} {side:<6} run {rep + 1}: {sample['wall_s']:7.2f}s", file=sys.stderr)
                 if rep == args.repeat - 1:
                     digests[side] = output_digest(out)
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"scenario": scenario, "same_bytes": same, "files": len(digests["after"]),
                **{f"{side}_s_{stat}": f(walls[side]) for side in trees
                   for stat, f in (("min", min), ("median", statistics.median))},
+               **{f"{side}_peak_rss_gb": max(peaks[side], default=None) for side in trees},
                "samples": walls}
         row["after_x_before_min"] = row["after_s_min"] / row["before_s_min"]
         row["after_x_before_median"] = row["after_s_median"] / row["before_s_median"]

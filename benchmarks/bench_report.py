@@ -385,12 +385,14 @@ def adapter_table(data: dict) -> str:
 # ------------------------------------------------------------------------------ generated blocks in docs/
 def ab_table(result: dict) -> str:
     """Two source trees compared (``ab.py``): min and median of the repeats, and whether the bytes agree."""
-    lines = ["| scenario | before (min / median) | after (min / median) | after / before (min / median) | same bytes |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| scenario | before (min / median) | after (min / median) | after / before (min / median) "
+             "| peak RSS GB (before / after) | same bytes |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
+        rss = " / ".join(_f(r.get(f"{side}_peak_rss_gb"), ".2f") for side in ("before", "after"))
         lines.append(f"| {r['scenario']} | {r['before_s_min']:.2f} / {r['before_s_median']:.2f} s "
                      f"| {r['after_s_min']:.2f} / {r['after_s_median']:.2f} s "
-                     f"| {r['after_x_before_min']:.3f} / {r['after_x_before_median']:.3f} "
+                     f"| {r['after_x_before_min']:.3f} / {r['after_x_before_median']:.3f} | {rss} "
                      f"| {'yes' if r['same_bytes'] else 'NO'} ({r['files']} files) |")
     return "\n".join(lines) + "\n"
 
